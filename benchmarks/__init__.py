@@ -1,0 +1,1 @@
+"""meshcore benchmark harness: `python -m benchmarks SCENARIO --json PATH`."""

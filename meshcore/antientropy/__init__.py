@@ -1,0 +1,1 @@
+"""meshcore.antientropy (under construction)."""

@@ -1,0 +1,1 @@
+"""meshcore.cli (under construction)."""

@@ -1,0 +1,1 @@
+"""meshcore.kv (under construction)."""

@@ -1,0 +1,1 @@
+"""meshcore.node (under construction)."""

@@ -1,0 +1,1 @@
+"""meshcore.runtime (under construction)."""

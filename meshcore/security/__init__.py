@@ -1,0 +1,1 @@
+"""meshcore.security (under construction)."""

@@ -1,0 +1,1 @@
+"""meshcore.sim (under construction)."""

@@ -1,0 +1,1 @@
+"""meshcore.swim (under construction)."""

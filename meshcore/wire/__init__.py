@@ -1,0 +1,40 @@
+"""Wire format: messages as frozen dataclasses and their versioned CBOR codec."""
+
+from ._codec import (
+    DATAGRAM_BYTES_MAX,
+    DATAGRAM_PAYLOAD_BYTES_MAX,
+    SEAL_OVERHEAD_BYTES_MAX,
+    STREAM_MESSAGE_BYTES_MAX,
+    WIRE_VERSION,
+    alive_signing_bytes,
+    dead_signing_bytes,
+    decode,
+    encode,
+    encode_update,
+    update_size,
+)
+from ._messages import (
+    Ack,
+    Alive,
+    Dead,
+    MemberState,
+    Message,
+    Nack,
+    NodeMeta,
+    Ping,
+    PingReq,
+    PushPull,
+    Status,
+    Suspect,
+    Update,
+    UserMsg,
+)
+
+__all__ = [
+    "WIRE_VERSION", "DATAGRAM_BYTES_MAX", "SEAL_OVERHEAD_BYTES_MAX",
+    "DATAGRAM_PAYLOAD_BYTES_MAX", "STREAM_MESSAGE_BYTES_MAX",
+    "encode", "decode", "encode_update", "update_size",
+    "alive_signing_bytes", "dead_signing_bytes",
+    "Ack", "Alive", "Dead", "MemberState", "Message", "Nack", "NodeMeta", "Ping",
+    "PingReq", "PushPull", "Status", "Suspect", "Update", "UserMsg",
+]

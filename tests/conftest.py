@@ -1,0 +1,7 @@
+"""Shared pytest configuration."""
+
+from hypothesis import HealthCheck, settings
+
+# CI machines are shared and noisy: no deadlines, a fixed budget of examples.
+settings.register_profile("meshcore", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("meshcore")
