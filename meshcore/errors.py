@@ -15,6 +15,11 @@ __all__ = [
     "DecodeError",
     "SecurityError",
     "CredentialError",
+    "ClockSkewError",
+    "NamespaceError",
+    "RecordError",
+    "PlacementError",
+    "StorageError",
 ]
 
 
@@ -48,3 +53,25 @@ class SecurityError(RemoteProtocolError):
 class CredentialError(MeshError):
     """A local key, certificate or authority file is missing, unreadable, expired or
     does not match; the message names the file and the fix."""
+
+
+class ClockSkewError(RemoteProtocolError):
+    """A peer's hybrid-clock stamp is further ahead of local wall time than the allowed
+    skew: its clock (or ours) is wrong; fix NTP on the node named in the message."""
+
+
+class NamespaceError(LocalProtocolError, ValueError):
+    """A namespace spec is invalid, or an operation names a namespace that is not defined."""
+
+
+class RecordError(LocalProtocolError, ValueError):
+    """A key or value has the wrong type or exceeds its size limit."""
+
+
+class PlacementError(MeshError):
+    """A key cannot be placed: too few eligible sites inside the namespace's territory.
+    The message names the namespace, the territory and the eligible sites."""
+
+
+class StorageError(MeshError):
+    """The local store failed (disk full, I/O error, corrupt file) or is closed."""

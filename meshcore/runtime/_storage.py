@@ -1,0 +1,596 @@
+"""The node's local store: SQLite in WAL mode, group commit on one writer thread.
+
+Open with ``async with open_store(path) as store:``. Writes (`put_many`, namespaces, hints,
+tombstone acknowledgements, purges) are queued to ONE dedicated writer thread, which takes
+everything queued while the previous commit was running and commits it as one transaction
+(group commit: one fsync for many writes, no artificial delay). An awaited write returns
+only after its transaction committed. Reads run on a second connection in a worker thread
+(WAL lets them proceed while the writer commits). The trio thread never touches SQLite.
+
+Durability: ``journal_mode=WAL`` with ``synchronous=FULL``: each commit fsyncs the WAL before
+the writer reports it, so an acknowledged write survives kill -9 of the process AND a power
+cut or kernel crash. (``NORMAL`` in WAL mode survives kill -9 too, since the WAL pages are in
+the OS cache, but can lose the last commits on power loss; micro-DCs on solar power do lose
+power, and group commit already amortises the fsync.) ``synchronous="normal"`` is available
+for benchmarks and tests that accept that trade.
+
+Last-writer-wins is applied inside the transaction (`put_many` reports which records won),
+so concurrent writers cannot lose a newer version. A failed group commit is rolled back whole
+and its writes are retried one transaction each, so a write that fails (disk full, I/O
+error, a corrupt page) raises `StorageError` with nothing of it applied, and does not take
+its neighbours down with it.
+
+Limits: `PUT_RECORDS_MAX` records per call; a group commit holds at most `batch_ops_max`
+calls or about `batch_bytes_max` bytes; at most `pending_ops_max` calls wait in the queue
+(callers beyond that wait their turn: back-pressure, not unbounded memory).
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import trio
+
+from ..errors import DecodeError, LocalProtocolError, NamespaceError, RecordError, StorageError
+from ..kv import Namespace, Record, Stamp, TombstoneAck, decode_namespace, encode_namespace
+from ..kv import as_key as _as_key
+
+__all__ = [
+    "PUT_RECORDS_MAX",
+    "VERSIONS_PAGE_MAX",
+    "SCHEMA_VERSION",
+    "Hint",
+    "StoreStatistics",
+    "Store",
+    "open_store",
+]
+
+PUT_RECORDS_MAX = 10_000
+VERSIONS_PAGE_MAX = 100_000
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS namespaces (name TEXT PRIMARY KEY, spec BLOB NOT NULL);
+-- stamp precedes value so that scanning (key, stamp) never reads a value's overflow pages.
+CREATE TABLE IF NOT EXISTS records (
+    ns TEXT NOT NULL, key BLOB NOT NULL, stamp BLOB NOT NULL, value BLOB,
+    PRIMARY KEY (ns, key));
+CREATE TABLE IF NOT EXISTS hints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, target BLOB NOT NULL, ns TEXT NOT NULL,
+    key BLOB NOT NULL, stamp BLOB NOT NULL, value BLOB);
+CREATE INDEX IF NOT EXISTS hints_by_target ON hints (target, id);
+CREATE TABLE IF NOT EXISTS tombstone_acks (
+    ns TEXT NOT NULL, key BLOB NOT NULL, node BLOB NOT NULL, stamp BLOB NOT NULL,
+    PRIMARY KEY (ns, key, node)) WITHOUT ROWID;
+"""
+
+# Last-writer-wins in SQL, the same rule as meshcore.kv.merge: a greater stamp (blob order
+# equals stamp order) wins; on equal stamps a tombstone wins, then the larger value.
+_UPSERT = """
+INSERT INTO records (ns, key, stamp, value) VALUES (?, ?, ?, ?)
+ON CONFLICT (ns, key) DO UPDATE SET stamp = excluded.stamp, value = excluded.value
+WHERE excluded.stamp > records.stamp
+   OR (excluded.stamp = records.stamp AND records.value IS NOT NULL
+       AND (excluded.value IS NULL OR excluded.value > records.value))
+"""
+_ACK_UPSERT = """
+INSERT INTO tombstone_acks (ns, key, node, stamp) VALUES (?, ?, ?, ?)
+ON CONFLICT (ns, key, node) DO UPDATE SET stamp = excluded.stamp
+WHERE excluded.stamp > tombstone_acks.stamp
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """A copy held for `target` while it is down (hinted handoff); `id` orders delivery."""
+
+    id: int
+    target: bytes
+    namespace: str
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatistics:
+    """A snapshot of the writer's counters."""
+
+    commits: int
+    writes: int
+    batch_writes_max: int
+    failed_commits: int
+    pending: int
+
+
+@dataclass(eq=False)
+class _Op:
+    apply: Callable[[sqlite3.Connection], Any]
+    size_bytes: int
+    done: Callable[[Any, BaseException | None], None]
+    result: Any = None
+    error: BaseException | None = None
+
+
+_STOP = object()
+
+
+@dataclass
+class _Counters:
+    commits: int = 0
+    writes: int = 0
+    batch_writes_max: int = 0
+    failed_commits: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _connect(path: Path, synchronous: str, *, readonly: bool) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per batch.
+    # check_same_thread=False: each connection is used by one thread at a time (the writer
+    # thread, or reads serialised by a limiter), just not the thread that opened it.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StorageError(f"{path}: SQLite refused WAL mode (got {mode!r}); use a local disk")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        if readonly:
+            conn.execute("PRAGMA query_only=1")
+        else:
+            # Keep the WAL file from growing without bound after checkpoints.
+            conn.execute("PRAGMA journal_size_limit=67108864")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _init_schema(conn: sqlite3.Connection) -> list[Namespace]:
+    conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+    row = conn.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
+    if row is None:
+        conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+    elif row[0] != SCHEMA_VERSION:
+        raise StorageError(
+            f"store schema version {row[0]!r}, this meshcore reads version {SCHEMA_VERSION}: "
+            "upgrade meshcore or point it at a new data directory"
+        )
+    spaces = []
+    for name, spec in conn.execute("SELECT name, spec FROM namespaces ORDER BY name"):
+        try:
+            spaces.append(decode_namespace(spec))
+        except DecodeError as exc:
+            raise StorageError(f"namespace {name!r} in the store is corrupt: {exc}") from None
+    return spaces
+
+
+def _row_record(key: bytes, stamp: bytes, value: bytes | None) -> Record:
+    try:
+        return Record(key, value, Stamp.from_bytes(stamp))
+    except (DecodeError, RecordError) as exc:
+        raise StorageError(f"corrupt record {key[:32]!r} in the store: {exc}") from None
+
+
+class _Writer:
+    """The writer thread: group commit of everything queued, results sent back to trio."""
+
+    def __init__(self, conn: sqlite3.Connection, token: trio.lowlevel.TrioToken, *,
+                 batch_ops_max: int, batch_bytes_max: int) -> None:
+        self._conn = conn
+        self._token = token
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._batch_ops_max = batch_ops_max
+        self._batch_bytes_max = batch_bytes_max
+        self.counters = _Counters()
+        self.dead: StorageError | None = None
+        self.thread = threading.Thread(target=self._run, name="meshcore-store-writer", daemon=True)
+
+    def submit(self, op: _Op | object) -> None:
+        self._queue.put(op)
+        if self.dead is not None and isinstance(op, _Op):
+            # The thread may have drained the queue just before this put: answer here.
+            op.result, op.error = None, self.dead
+            self._tell(op)
+
+    def _take_batch(self, first: _Op) -> tuple[list[_Op], bool]:
+        batch, size = [first], first.size_bytes
+        while len(batch) < self._batch_ops_max and size < self._batch_bytes_max:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is _STOP:
+                return batch, True
+            batch.append(nxt)
+            size += nxt.size_bytes
+        return batch, False
+
+    def _commit(self, batch: list[_Op]) -> None:
+        if not self._commit_all(batch) and len(batch) > 1:
+            # One bad write must not fail its neighbours: retry each on its own. A disk
+            # that is full or failing fails them all again, which is the truth.
+            for op in batch:
+                self._commit_all([op])
+
+    def _commit_all(self, batch: list[_Op]) -> bool:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                op.result = op.apply(conn)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the failed COMMIT may already have rolled back
+            err = StorageError(f"store write failed and was rolled back: {exc.__class__.__name__}: {exc}")
+            for op in batch:
+                op.result, op.error = None, err
+            with self.counters.lock:
+                self.counters.failed_commits += 1
+            return False
+        for op in batch:
+            op.error = None
+        with self.counters.lock:
+            self.counters.commits += 1
+            self.counters.writes += len(batch)
+            self.counters.batch_writes_max = max(self.counters.batch_writes_max, len(batch))
+        return True
+
+    def _tell(self, op: _Op) -> None:
+        try:
+            self._token.run_sync_soon(op.done, op.result, op.error)
+        except trio.RunFinishedError:
+            pass  # nobody is left to tell
+
+    def _run(self) -> None:
+        stop = False
+        batch: list[_Op] = []
+        try:
+            while not stop:
+                item = self._queue.get()
+                if item is _STOP:
+                    break
+                batch, stop = self._take_batch(item)
+                self._commit(batch)
+                for op in batch:
+                    self._tell(op)
+                batch = []
+        except BaseException as exc:
+            # A bug here must not leave writers waiting forever: fail what is in hand and
+            # everything queued, and refuse what comes next.
+            dead = StorageError(f"the store writer thread crashed: {exc!r}; reopen the store")
+            dead.__cause__ = exc
+            self.dead = dead
+            while True:
+                for op in batch:
+                    op.result, op.error = None, dead
+                    self._tell(op)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch = [] if item is _STOP else [item]
+
+
+class Store:
+    """The local store of one node. Create with `open_store`; all methods are async."""
+
+    def __init__(self, path: Path, writer: _Writer, reader: sqlite3.Connection,
+                 spaces: Iterable[Namespace], pending_ops_max: int) -> None:
+        self._path = path
+        self._writer = writer
+        self._reader = reader
+        self._read_limiter = trio.CapacityLimiter(1)
+        self._pending = trio.Semaphore(pending_ops_max)
+        self._pending_max = pending_ops_max
+        self._spaces = {ns.name: ns for ns in spaces}
+        self._closed = False
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def statistics(self) -> StoreStatistics:
+        c = self._writer.counters
+        with c.lock:
+            return StoreStatistics(
+                commits=c.commits, writes=c.writes, batch_writes_max=c.batch_writes_max,
+                failed_commits=c.failed_commits, pending=self._pending_max - self._pending.value,
+            )
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"the store {self._path} is closed")
+        if self._writer.dead is not None:
+            raise self._writer.dead
+
+    async def _write(self, apply: Callable[[sqlite3.Connection], Any], size_bytes: int = 0) -> Any:
+        self._check_open()
+        async with self._pending:
+            self._check_open()
+            event = trio.Event()
+            outcome: list[Any] = []
+
+            def done(result: Any, error: BaseException | None) -> None:
+                outcome[:] = [result, error]
+                event.set()
+
+            self._writer.submit(_Op(apply, size_bytes, done))
+            # If we are cancelled here the write may still commit; trio's rule for an
+            # interrupted operation: it may or may not have happened.
+            await event.wait()
+        result, error = outcome
+        if error is not None:
+            raise error
+        return result
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        self._check_open()
+
+        def run() -> Any:
+            try:
+                return fn(self._reader)
+            except sqlite3.Error as exc:
+                raise StorageError(f"store read failed: {exc.__class__.__name__}: {exc}") from None
+
+        return await trio.to_thread.run_sync(run, limiter=self._read_limiter)
+
+    def namespace(self, name: str) -> Namespace:
+        """The spec of a defined namespace; `NamespaceError` if it is not defined."""
+        ns = self._spaces.get(name) if type(name) is str else None
+        if ns is None:
+            known = ", ".join(sorted(self._spaces)) or "none"
+            raise NamespaceError(
+                f"namespace {name!r:.80} is not defined (defined: {known}); "
+                "create it with put_namespace(Namespace(name=...)) first"
+            )
+        return ns
+
+    def namespaces(self) -> list[Namespace]:
+        """Every defined namespace, by name (kept in memory; no I/O)."""
+        return [self._spaces[n] for n in sorted(self._spaces)]
+
+    # --- writes -----------------------------------------------------------------------
+
+    async def put_namespace(self, ns: Namespace) -> None:
+        """Define or redefine a namespace (durable once this returns)."""
+        if type(ns) is not Namespace:
+            raise NamespaceError(f"put_namespace takes a Namespace, got {type(ns).__name__}")
+        spec = encode_namespace(ns)
+        await self._write(lambda c: c.execute(
+            "INSERT INTO namespaces VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
+            (ns.name, spec)))
+        self._spaces[ns.name] = ns
+
+    def _check_records(self, namespace: str, records: Sequence[Record]) -> None:
+        self.namespace(namespace)
+        if isinstance(records, (Record, bytes, str)) or not isinstance(records, Sequence):
+            raise RecordError(f"expected a sequence of Record, got {type(records).__name__}")
+        if len(records) > PUT_RECORDS_MAX:
+            raise RecordError(f"at most {PUT_RECORDS_MAX} records per call, got {len(records)}: split the batch")
+        for r in records:
+            if type(r) is not Record:
+                raise RecordError(f"expected Record values, got {type(r).__name__}")
+
+    async def put_many(self, namespace: str, records: Sequence[Record]) -> list[bool]:
+        """Store records under last-writer-wins; return, per record, whether it won.
+
+        Returns once the group commit holding them is durable. Unknown namespace, wrong
+        types or too many records raise before anything is written.
+        """
+        self._check_records(namespace, records)
+        rows = [(namespace, r.key, r.stamp.to_bytes(), r.value) for r in records]
+
+        def apply(conn: sqlite3.Connection) -> list[bool]:
+            return [conn.execute(_UPSERT, row).rowcount == 1 for row in rows]
+
+        result: list[bool] = await self._write(apply, sum(r.size_bytes() for r in records))
+        return result
+
+    async def add_hints(self, target: bytes, namespace: str, records: Sequence[Record]) -> None:
+        """Hold copies of records for `target`, a replica that is down (hinted handoff)."""
+        self._check_records(namespace, records)
+        _check_node(target)
+        rows = [(target, namespace, r.key, r.stamp.to_bytes(), r.value) for r in records]
+        await self._write(
+            lambda c: c.executemany("INSERT INTO hints (target, ns, key, stamp, value) VALUES (?, ?, ?, ?, ?)", rows),
+            sum(r.size_bytes() for r in records),
+        )
+
+    async def delete_hints(self, ids: Iterable[int]) -> None:
+        """Forget delivered hints."""
+        rows = [(i,) for i in ids]
+        if any(type(i) is not int for (i,) in rows):
+            raise LocalProtocolError("hint ids are ints from Hint.id")
+        await self._write(lambda c: c.executemany("DELETE FROM hints WHERE id = ?", rows))
+
+    async def add_tombstone_acks(self, namespace: str, acks: Iterable[TombstoneAck]) -> None:
+        """Record that nodes hold tombstones (or newer versions); the newest ack per node wins."""
+        self.namespace(namespace)
+        rows = []
+        for a in acks:
+            if type(a) is not TombstoneAck:
+                raise RecordError(f"expected TombstoneAck values, got {type(a).__name__}")
+            _check_node(a.node)
+            rows.append((namespace, _as_key(a.key), a.node, a.stamp.to_bytes()))
+        await self._write(lambda c: c.executemany(_ACK_UPSERT, rows))
+
+    async def purge_tombstone(self, namespace: str, key: bytes | str, stamp: Stamp) -> bool:
+        """Delete the tombstone of `key` written at `stamp`, and its acks.
+
+        Only that exact tombstone goes: if a newer write replaced it meanwhile, nothing is
+        deleted and False is returned. Decide with `meshcore.kv.may_purge` first.
+        """
+        self.namespace(namespace)
+        k, s = _as_key(key), stamp.to_bytes()
+
+        def apply(conn: sqlite3.Connection) -> bool:
+            gone = conn.execute(
+                "DELETE FROM records WHERE ns = ? AND key = ? AND stamp = ? AND value IS NULL",
+                (namespace, k, s)).rowcount == 1
+            if gone:
+                conn.execute("DELETE FROM tombstone_acks WHERE ns = ? AND key = ? AND stamp <= ?", (namespace, k, s))
+            return gone
+
+        result: bool = await self._write(apply)
+        return result
+
+    # --- reads ------------------------------------------------------------------------
+
+    async def get(self, namespace: str, key: bytes | str) -> Record | None:
+        """The stored version of a key (a tombstone is returned as such), or None."""
+        self.namespace(namespace)
+        k = _as_key(key)
+
+        def fn(conn: sqlite3.Connection) -> Record | None:
+            row = conn.execute("SELECT key, stamp, value FROM records WHERE ns = ? AND key = ?",
+                               (namespace, k)).fetchone()
+            return None if row is None else _row_record(*row)
+
+        result: Record | None = await self._read(fn)
+        return result
+
+    async def versions(self, namespace: str, *, after: bytes | None = None,
+                       limit: int = 10_000) -> list[tuple[bytes, Stamp]]:
+        """One page of (key, stamp) in key order, keys strictly after `after`."""
+        self.namespace(namespace)
+        if type(limit) is not int or not 1 <= limit <= VERSIONS_PAGE_MAX:
+            raise LocalProtocolError(f"limit must be an int in [1, {VERSIONS_PAGE_MAX}]")
+        start = b"" if after is None else _as_key(after)
+
+        def fn(conn: sqlite3.Connection) -> list[tuple[bytes, Stamp]]:
+            rows = conn.execute(
+                "SELECT key, stamp FROM records WHERE ns = ? AND key > ? ORDER BY key LIMIT ?",
+                (namespace, start, limit)).fetchall()
+            try:
+                return [(k, Stamp.from_bytes(s)) for k, s in rows]
+            except DecodeError as exc:
+                raise StorageError(f"corrupt stamp in namespace {namespace!r}: {exc}") from None
+
+        result: list[tuple[bytes, Stamp]] = await self._read(fn)
+        return result
+
+    async def scan_versions(self, namespace: str, *, page: int = 10_000) -> AsyncIterator[tuple[bytes, Stamp]]:
+        """Every (key, stamp) of a namespace in key order, read page by page (index rebuild)."""
+        after: bytes | None = None
+        while True:
+            rows = await self.versions(namespace, after=after, limit=page)
+            for row in rows:
+                yield row
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+    async def max_stamp(self) -> Stamp | None:
+        """The greatest stamp stored, to resume the node's HLC above it after a restart."""
+        def fn(conn: sqlite3.Connection) -> Stamp | None:
+            row = conn.execute("SELECT max(stamp) FROM records").fetchone()
+            return None if row[0] is None else Stamp.from_bytes(row[0])
+
+        result: Stamp | None = await self._read(fn)
+        return result
+
+    async def hints(self, target: bytes, *, limit: int = 1000) -> list[Hint]:
+        """Pending hints for `target`, oldest first."""
+        _check_node(target)
+        if type(limit) is not int or not 1 <= limit <= VERSIONS_PAGE_MAX:
+            raise LocalProtocolError(f"limit must be an int in [1, {VERSIONS_PAGE_MAX}]")
+
+        def fn(conn: sqlite3.Connection) -> list[Hint]:
+            rows = conn.execute(
+                "SELECT id, ns, key, stamp, value FROM hints WHERE target = ? ORDER BY id LIMIT ?",
+                (target, limit)).fetchall()
+            return [Hint(i, target, ns, _row_record(k, s, v)) for i, ns, k, s, v in rows]
+
+        result: list[Hint] = await self._read(fn)
+        return result
+
+    async def tombstone_acks(self, namespace: str, key: bytes | str) -> list[TombstoneAck]:
+        """The acknowledgements recorded for a key's tombstone, by node."""
+        self.namespace(namespace)
+        k = _as_key(key)
+
+        def fn(conn: sqlite3.Connection) -> list[TombstoneAck]:
+            rows = conn.execute("SELECT node, stamp FROM tombstone_acks WHERE ns = ? AND key = ? ORDER BY node",
+                                (namespace, k)).fetchall()
+            return [TombstoneAck(k, Stamp.from_bytes(s), n) for n, s in rows]
+
+        result: list[TombstoneAck] = await self._read(fn)
+        return result
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Finish every queued write, stop the writer thread, close the files."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.submit(_STOP)
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self._writer.thread.join)
+            async with self._read_limiter:
+                await trio.to_thread.run_sync(self._close_files)
+
+    def _close_files(self) -> None:
+        self._reader.close()
+        self._writer._conn.close()
+
+
+def _check_node(node: object) -> None:
+    if type(node) is not bytes or len(node) != 16:
+        raise LocalProtocolError(f"a node id is 16 bytes, got {node!r:.40}")
+
+
+@asynccontextmanager
+async def open_store(
+    path: str | Path,
+    *,
+    synchronous: Literal["full", "normal"] = "full",
+    batch_ops_max: int = 1024,
+    batch_bytes_max: int = 32 * 1024 * 1024,
+    pending_ops_max: int = 4096,
+) -> AsyncIterator[Store]:
+    """Open (creating if needed) the store at `path`; close it on exit. See the module doc."""
+    if synchronous not in ("full", "normal"):
+        raise LocalProtocolError(f"synchronous is 'full' or 'normal', got {synchronous!r}")
+    for name, v in (("batch_ops_max", batch_ops_max), ("batch_bytes_max", batch_bytes_max),
+                    ("pending_ops_max", pending_ops_max)):
+        if type(v) is not int or v < 1:
+            raise LocalProtocolError(f"{name} must be an int >= 1, got {v!r}")
+    p = Path(path)
+
+    def opening() -> tuple[sqlite3.Connection, sqlite3.Connection, list[Namespace]]:
+        try:
+            w = _connect(p, synchronous.upper(), readonly=False)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the store {p}: {exc}; check the path and permissions") from None
+        try:
+            spaces = _init_schema(w)
+            r = _connect(p, synchronous.upper(), readonly=True)
+        except BaseException as exc:
+            w.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"cannot open the store {p}: {exc}") from None
+            raise
+        return w, r, spaces
+
+    w, r, spaces = await trio.to_thread.run_sync(opening)
+    writer = _Writer(w, trio.lowlevel.current_trio_token(), batch_ops_max=batch_ops_max,
+                     batch_bytes_max=batch_bytes_max)
+    writer.thread.start()
+    store = Store(p, writer, r, spaces, pending_ops_max)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+

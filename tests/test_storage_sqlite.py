@@ -1,0 +1,271 @@
+"""The SQLite store: durable group commits off the trio thread, LWW, scans, bad input."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from meshcore.errors import LocalProtocolError, NamespaceError, RecordError, StorageError
+from meshcore.kv import VALUE_BYTES_MAX, Namespace, Record, Stamp, TombstoneAck, merge, newer
+from meshcore.runtime._storage import Store, open_store
+
+A, B, C = (bytes([i]) * 16 for i in (1, 2, 3))
+NS = Namespace(name="photos", replicas=2, regions=("occitanie",))
+
+
+def rec(key: bytes | str, value: bytes | None, us: int, node: bytes = A) -> Record:
+    return Record(key, value, Stamp(us, 0, node))
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with open_store(tmp_path / "node.db", synchronous="normal") as s:
+        await s.put_namespace(NS)
+        yield s
+
+
+class WriteLock:
+    """Holds SQLite's write lock from another connection, so the writer thread blocks in
+    BEGIN and every write submitted meanwhile lands in the next group commit."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        self.conn.execute("COMMIT")
+        self.conn.close()
+
+
+async def test_records_round_trip_including_a_one_mebibyte_value_and_a_tombstone(store: Store) -> None:
+    big = bytes(range(256)) * (VALUE_BYTES_MAX // 256)
+    assert len(big) == VALUE_BYTES_MAX
+    won = await store.put_many("photos", [rec("big", big, 1), rec(b"gone", None, 2), rec(b"small", b"v", 3)])
+    assert won == [True, True, True]
+    assert await store.get("photos", "big") == rec(b"big", big, 1)
+    gone = await store.get("photos", b"gone")
+    assert gone is not None and gone.is_tombstone
+    assert await store.get("photos", b"missing") is None
+
+
+async def test_the_store_keeps_the_last_writer_and_says_which_writes_won(store: Store) -> None:
+    assert await store.put_many("photos", [rec(b"k", b"new", 5)]) == [True]
+    assert await store.put_many("photos", [rec(b"k", b"old", 4)]) == [False]
+    assert await store.put_many("photos", [rec(b"k", b"other", 5, node=B)]) == [True]  # node tie-break
+    assert await store.put_many("photos", [rec(b"k", b"aaaaa", 5, node=B)]) == [False]  # equal: larger value
+    assert await store.put_many("photos", [rec(b"k", None, 5, node=B)]) == [True]  # equal: tombstone
+    got = await store.get("photos", b"k")
+    assert got == rec(b"k", None, 5, node=B)
+
+
+async def test_the_sql_merge_agrees_with_the_pure_merge_rule(store: Store) -> None:
+    rnd = random.Random(5)
+    expected: dict[bytes, Record] = {}
+    for _ in range(30):
+        batch = [
+            Record(rnd.choice([b"a", b"b", b"c"]), rnd.choice([None, b"", b"x", b"y"]),
+                   Stamp(rnd.randrange(4), rnd.randrange(2), rnd.choice([A, B])))
+            for _ in range(rnd.randrange(1, 6))
+        ]
+        won = await store.put_many("photos", batch)
+        for r, w in zip(batch, won, strict=True):
+            assert w == newer(r, expected.get(r.key))
+            expected[r.key] = merge(expected[r.key], r) if r.key in expected else r
+    for key, r in expected.items():
+        assert await store.get("photos", key) == r
+
+
+async def test_concurrent_writes_share_group_commits(store: Store, tmp_path: Path) -> None:
+    lock = WriteLock(tmp_path / "node.db")
+    results: dict[int, list[bool]] = {}
+
+    async def write(i: int) -> None:
+        results[i] = await store.put_many("photos", [rec(f"k{i}", b"v", 10 + i)])
+
+    async with trio.open_nursery() as nursery:
+        for i in range(50):
+            nursery.start_soon(write, i)
+        await trio.testing.wait_all_tasks_blocked()
+        # Everything is queued behind the lock; nothing is acknowledged yet.
+        assert results == {}
+        lock.release()  # an empty COMMIT: instant
+    assert all(results[i] == [True] for i in range(50))
+    stats = store.statistics()
+    assert stats.writes == 51 and stats.batch_writes_max >= 25 and stats.commits <= 3
+    assert stats.pending == 0
+
+
+async def test_a_failing_write_fails_alone_and_leaves_no_trace(store: Store, tmp_path: Path) -> None:
+    side = sqlite3.connect(tmp_path / "node.db", isolation_level=None)
+    side.execute("CREATE TRIGGER refuse BEFORE INSERT ON records WHEN NEW.key = x'626164' "
+                 "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+    side.close()
+    lock = WriteLock(tmp_path / "node.db")
+    outcome: dict[str, object] = {}
+
+    async def write(key: str) -> None:
+        try:
+            outcome[key] = await store.put_many("photos", [rec(key, b"v", 1)])
+        except StorageError as exc:
+            outcome[key] = exc
+
+    async with trio.open_nursery() as nursery:
+        for key in ("good1", "bad", "good2"):
+            nursery.start_soon(write, key)
+        await trio.testing.wait_all_tasks_blocked()
+        lock.release()  # an empty COMMIT: instant
+    assert outcome["good1"] == [True] and outcome["good2"] == [True]
+    assert isinstance(outcome["bad"], StorageError) and "disk says no" in str(outcome["bad"])
+    assert await store.get("photos", b"bad") is None
+    assert store.statistics().failed_commits == 2  # the group, then the bad write alone
+
+
+async def test_versions_come_in_key_order_page_by_page(store: Store) -> None:
+    keys = [f"k{i:03d}".encode() for i in range(25)]
+    await store.put_many("photos", [rec(k, b"x" * 10, 100 + i) for i, k in enumerate(reversed(keys))])
+    page = await store.versions("photos", limit=10)
+    assert [k for k, _ in page] == keys[:10]
+    page2 = await store.versions("photos", after=page[-1][0], limit=10)
+    assert [k for k, _ in page2] == keys[10:20]
+    scanned = [row async for row in store.scan_versions("photos", page=7)]
+    assert [k for k, _ in scanned] == keys
+    assert scanned[0][1] == Stamp(124, 0, A)
+    assert await store.max_stamp() == Stamp(124, 0, A)
+
+
+async def test_data_namespaces_and_versions_survive_a_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    async with open_store(path) as s:
+        await s.put_namespace(NS)
+        await s.put_namespace(Namespace(name="logs", replicas=1))
+        await s.put_many("photos", [rec(b"a", b"1", 7), rec(b"b", None, 8)])
+    async with open_store(path) as s:
+        assert s.namespaces() == [Namespace(name="logs", replicas=1), NS]
+        assert await s.get("photos", b"a") == rec(b"a", b"1", 7)
+        assert [row async for row in s.scan_versions("photos")] == [(b"a", Stamp(7, 0, A)), (b"b", Stamp(8, 0, A))]
+        assert await s.max_stamp() == Stamp(8, 0, A)
+
+
+async def test_hints_are_kept_per_target_in_order_until_delivered(store: Store) -> None:
+    await store.add_hints(B, "photos", [rec(b"x", b"1", 1), rec(b"y", None, 2)])
+    await store.add_hints(C, "photos", [rec(b"z", b"3", 3)])
+    hints = await store.hints(B)
+    assert [(h.target, h.namespace, h.record) for h in hints] == [
+        (B, "photos", rec(b"x", b"1", 1)), (B, "photos", rec(b"y", None, 2))]
+    await store.delete_hints([hints[0].id])
+    assert [h.record.key for h in await store.hints(B)] == [b"y"]
+    assert [h.record.key for h in await store.hints(C)] == [b"z"]
+
+
+async def test_tombstone_acks_keep_the_newest_per_node_and_purge_removes_only_that_tombstone(store: Store) -> None:
+    await store.put_many("photos", [rec(b"k", None, 10)])
+    await store.add_tombstone_acks("photos", [TombstoneAck(b"k", Stamp(10, 0, A), B),
+                                              TombstoneAck(b"k", Stamp(9, 0, A), C)])
+    await store.add_tombstone_acks("photos", [TombstoneAck(b"k", Stamp(8, 0, A), B)])  # older: ignored
+    acks = await store.tombstone_acks("photos", b"k")
+    assert [(a.node, a.stamp.physical_us) for a in acks] == [(B, 10), (C, 9)]
+    assert not await store.purge_tombstone("photos", b"k", Stamp(9, 0, A))  # not that version
+    await store.put_many("photos", [rec(b"v", b"value", 10)])
+    assert not await store.purge_tombstone("photos", b"v", Stamp(10, 0, A))  # a value, not a tombstone
+    assert await store.purge_tombstone("photos", b"k", Stamp(10, 0, A))
+    assert await store.get("photos", b"k") is None
+    assert await store.tombstone_acks("photos", b"k") == []
+    assert await store.get("photos", b"v") is not None
+
+
+async def test_an_unknown_namespace_is_refused_and_nothing_is_written(store: Store) -> None:
+    before = store.statistics().writes
+    with pytest.raises(NamespaceError, match="'nope' is not defined.*defined: photos.*put_namespace"):
+        await store.put_many("nope", [rec(b"k", b"v", 1)])
+    for call in (store.get("nope", b"k"), store.versions("nope"), store.add_hints(B, "nope", []),
+                 store.add_tombstone_acks("nope", []), store.purge_tombstone("nope", b"k", Stamp(1, 0, A))):
+        with pytest.raises(NamespaceError):
+            await call
+    assert store.statistics().writes == before
+    assert store.namespaces() == [NS]
+
+
+@pytest.mark.parametrize(
+    ("records", "error", "match"),
+    [
+        ([b"raw bytes"], RecordError, "expected Record values, got bytes"),
+        (rec(b"k", b"v", 1), RecordError, "sequence of Record"),
+        ([rec(b"k", b"v", 1), ("k", b"v")], RecordError, "got tuple"),
+        ([rec(b"k", b"v", 1)] * 10_001, RecordError, "at most 10000 records"),
+    ],
+)
+async def test_wrong_types_or_too_many_records_are_refused_before_any_write(
+    store: Store, records: object, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        await store.put_many("photos", records)  # type: ignore[arg-type]
+    assert store.statistics().writes == 1  # the namespace only
+    assert await store.get("photos", b"k") is None
+
+
+async def test_an_oversized_value_cannot_even_become_a_record(store: Store) -> None:
+    with pytest.raises(RecordError, match="at most 1048576 bytes"):
+        rec(b"k", b"x" * (VALUE_BYTES_MAX + 1), 1)
+    assert await store.versions("photos") == []
+
+
+async def test_a_bad_namespace_object_or_hint_target_is_local_misuse(store: Store) -> None:
+    with pytest.raises(NamespaceError, match="takes a Namespace"):
+        await store.put_namespace("photos")  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError, match="16 bytes"):
+        await store.hints(b"short")
+    with pytest.raises(LocalProtocolError, match="limit"):
+        await store.versions("photos", limit=0)
+
+
+async def test_a_closed_store_refuses_work_with_storage_error(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "node.db") as s:
+        await s.put_namespace(NS)
+    with pytest.raises(StorageError, match="is closed"):
+        await s.put_many("photos", [rec(b"k", b"v", 1)])
+    with pytest.raises(StorageError, match="is closed"):
+        await s.get("photos", b"k")
+
+
+async def test_opening_an_impossible_path_or_bad_options_fails_clearly(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="cannot open the store"):
+        async with open_store(tmp_path / "no" / "such" / "dir.db"):
+            pass
+    with pytest.raises(LocalProtocolError, match="synchronous"):
+        async with open_store(tmp_path / "x.db", synchronous="off"):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(LocalProtocolError, match="batch_ops_max"):
+        async with open_store(tmp_path / "x.db", batch_ops_max=0):
+            pass
+
+
+async def test_a_store_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    async with open_store(path):
+        pass
+    side = sqlite3.connect(path, isolation_level=None)
+    side.execute("UPDATE meta SET v = 99 WHERE k = 'schema'")
+    side.close()
+    with pytest.raises(StorageError, match="schema version 99"):
+        async with open_store(path):
+            pass
+
+
+class WriterBug(BaseException):
+    """Stands for a bug that escapes the writer's error handling."""
+
+
+async def test_a_crashed_writer_thread_fails_waiting_and_later_writes_instead_of_hanging(store: Store) -> None:
+    def buggy(conn: sqlite3.Connection) -> None:
+        raise WriterBug("bug")
+
+    with pytest.raises(StorageError, match="writer thread crashed.*WriterBug"):
+        await store._write(buggy)
+    with pytest.raises(StorageError, match="writer thread crashed"):
+        await store.put_many("photos", [rec(b"k", b"v", 1)])
