@@ -1,1 +1,46 @@
-"""meshcore.runtime (under construction)."""
+"""meshcore.runtime: the trio drivers that run the I/O-free cores on real sockets.
+
+- `Transport` (datagrams + streams) with `UdpTcpTransport` (real) and `MemoryNetwork`
+  (in-memory, for tests on virtual time);
+- the seams the security layer fills: `DatagramSealer` (one seal/open for every datagram)
+  and `StreamWrapper` (turns every stream into a `MessageStream`);
+- `Driver`: one task that owns the SWIM core and turns its effects into I/O and timers.
+"""
+
+from ._driver import Core, Driver, DriverLimits, DriverStatistics
+from ._memory import MemoryNetwork, MemoryTransport
+from ._net import UdpTcpTransport, open_udp_tcp_transport
+from ._seams import (
+    DatagramSealer,
+    FramedStream,
+    MessageStream,
+    PlainSealer,
+    SealerStatistics,
+    StreamWrapper,
+    plain_stream_wrapper,
+)
+from ._timers import TimerHeap
+from ._transport import CountingStream, StreamHandler, Transport, TransportStatistics
+
+__all__ = [
+    "Core",
+    "CountingStream",
+    "DatagramSealer",
+    "Driver",
+    "DriverLimits",
+    "DriverStatistics",
+    "FramedStream",
+    "MemoryNetwork",
+    "MemoryTransport",
+    "MessageStream",
+    "PlainSealer",
+    "SealerStatistics",
+    "StreamHandler",
+    "StreamWrapper",
+    "TimerHeap",
+    "Transport",
+    "TransportStatistics",
+    "UdpTcpTransport",
+    "open_udp_tcp_transport",
+    "plain_stream_wrapper",
+]

@@ -1,0 +1,171 @@
+"""`meshcore agent`: run one node until SIGINT/SIGTERM (or a control `leave`), then leave.
+
+Settings come from an optional TOML file (`--config`) and flags; a flag wins over the file.
+Both are untrusted input: every problem becomes a `ConfigError` with a one-line message.
+File keys: bind, advertise, join (list), name, site, region, roles (list), tags (table), profile,
+control, key, log_level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..errors import ConfigError
+from ..node import PROFILES, NodeConfig, open_node, parse_addr, resolve_signing_key
+from ._control import check_control_path, default_control_path, serve_control
+
+__all__ = ["add_agent_parser", "agent_settings", "run_agent"]
+
+log = logging.getLogger("meshcore.agent")
+
+DEFAULT_PORT = 7946
+CONFIG_BYTES_MAX = 1024 * 1024
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_FILE_KEYS = {
+    "bind": str,
+    "advertise": str,
+    "join": list,
+    "name": str,
+    "site": str,
+    "region": str,
+    "roles": list,
+    "tags": dict,
+    "profile": str,
+    "control": str,
+    "key": str,
+    "log_level": str,
+}
+
+
+def add_agent_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "agent", help="run a node until SIGINT/SIGTERM", description=__doc__
+    )
+    p.add_argument("--bind", metavar="HOST:PORT", help=f"UDP+TCP address (default 127.0.0.1:{DEFAULT_PORT}; port 0: any)")
+    p.add_argument("--advertise", metavar="HOST:PORT", help="address peers use (needed with a wildcard --bind)")
+    p.add_argument("--join", metavar="HOST:PORT", action="append", help="seed to join (repeatable)")
+    p.add_argument("--name", help="node name (default: the host name)")
+    p.add_argument("--site", help="site (micro-datacenter) name")
+    p.add_argument("--region", help="region / territory")
+    p.add_argument("--role", action="append", dest="roles", metavar="ROLE", help="role (repeatable)")
+    p.add_argument("--tag", action="append", dest="tags", metavar="K=V", help="tag (repeatable)")
+    p.add_argument("--profile", help=f"timing profile: {', '.join(PROFILES)} (default lan)")
+    p.add_argument("--config", metavar="FILE.toml", help="read settings from this TOML file")
+    p.add_argument("--control", metavar="PATH", help="control socket path (default: per node name)")
+    p.add_argument("--key", metavar="PATH", help="node key file (default: a throwaway key)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (default info)")
+    return p
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()[: CONFIG_BYTES_MAX + 1]
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    if len(raw) > CONFIG_BYTES_MAX:
+        raise ConfigError(f"{path}: config file is larger than {CONFIG_BYTES_MAX} bytes")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    for key, value in data.items():
+        expected = _FILE_KEYS.get(key)
+        if expected is None:
+            raise ConfigError(f"{path}: unknown setting {key!r}; known: {', '.join(_FILE_KEYS)}")
+        if not isinstance(value, expected):
+            raise ConfigError(f"{path}: {key} must be a {expected.__name__}, got {type(value).__name__}")
+    for key in ("join", "roles"):
+        if key in data and not all(isinstance(v, str) for v in data[key]):
+            raise ConfigError(f"{path}: {key} must be a list of strings")
+    if "profile" in data and data["profile"] not in PROFILES:
+        raise ConfigError(f"{path}: profile {data['profile']!r} is unknown; choose one of {', '.join(PROFILES)}")
+    if "tags" in data and not all(isinstance(v, str) for v in data["tags"].values()):
+        raise ConfigError(f"{path}: tags values must be strings")
+    return data
+
+
+def _parse_tags(items: list[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--tag {item!r} must be KEY=VALUE")
+        if key in tags:
+            raise ConfigError(f"--tag {key!r} is given twice")
+        tags[key] = value
+    return tags
+
+
+def agent_settings(args: argparse.Namespace) -> tuple[NodeConfig, Path, str]:
+    """Merge the config file and the flags into (NodeConfig, control path, log level)."""
+    file: dict[str, Any] = _read_toml(args.config) if args.config else {}
+
+    def pick(flag: Any, key: str, default: Any) -> Any:
+        return flag if flag is not None else file.get(key, default)
+
+    bind = parse_addr(pick(args.bind, "bind", f"127.0.0.1:{DEFAULT_PORT}"), what="--bind", default_port=DEFAULT_PORT)
+    joins = pick(args.join, "join", [])
+    seeds = tuple(parse_addr(j, what="--join", default_port=DEFAULT_PORT) for j in joins)
+    name = pick(args.name, "name", None) or socket.gethostname()
+    tags = _parse_tags(args.tags) if args.tags is not None else dict(file.get("tags", {}))
+    level = pick(args.log_level, "log_level", "info")
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"log level {level!r} is unknown; choose one of {', '.join(LOG_LEVELS)}")
+    key_path = pick(args.key, "key", None)
+    advertise = pick(args.advertise, "advertise", None)
+    config = NodeConfig(
+        host=bind[0],
+        port=bind[1],
+        advertise=parse_addr(advertise, what="--advertise", default_port=0) if advertise else None,
+        seeds=seeds,
+        name=name,
+        site=pick(args.site, "site", ""),
+        region=pick(args.region, "region", ""),
+        roles=tuple(pick(args.roles, "roles", [])),
+        tags=tags,
+        profile=pick(args.profile, "profile", "lan"),
+        key=resolve_signing_key(key_path) if key_path else None,
+    )
+    control_text = pick(args.control, "control", None)
+    control = Path(control_text) if control_text else default_control_path(name)
+    check_control_path(control)
+    return config, control, level
+
+
+async def run_agent(config: NodeConfig, control: Path) -> None:
+    """Run until a signal or a control `leave`, then leave gracefully."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_node(config) as node:
+            leave_now = trio.Event()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(serve_control, control, node, leave_now.set)
+                host, port = node.addr
+                print(
+                    f"meshcore agent {node.node_id.hex()[:8]} name={config.name} "
+                    f"listening on {host}:{port} control={control}",
+                    flush=True,
+                )
+
+                async def wait_signal() -> None:
+                    async for signum in signals:
+                        log.info("received %s: leaving the mesh", signal.Signals(signum).name)
+                        leave_now.set()
+                        return
+
+                nursery.start_soon(wait_signal)
+                await leave_now.wait()
+                await node.leave()
+                nursery.cancel_scope.cancel()
+    print("meshcore agent left the mesh", file=sys.stderr, flush=True)

@@ -1,0 +1,253 @@
+"""The agent's local control socket: newline-delimited JSON over a unix socket.
+
+Request ``{"op": "members"}`` / ``{"op": "stats"}`` / ``{"op": "leave"}``; the answer is one
+line, ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The socket is created with
+mode 0600 in a directory of mode 0700: only the agent's user may drive it. Requests are
+bounded (`REQUEST_BYTES_MAX`), clients at once too (`CLIENTS_MAX`), and a client that does
+not finish its request within `CLIENT_TIMEOUT_S` is disconnected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..errors import ConfigError
+from ..node import Node
+from ..swim._effects import Member
+
+__all__ = [
+    "UNIX_PATH_BYTES_MAX",
+    "ControlError",
+    "default_control_path",
+    "member_to_json",
+    "serve_control",
+    "request",
+    "request_sync",
+]
+
+REQUEST_BYTES_MAX = 4096
+RESPONSE_BYTES_MAX = 64 * 1024 * 1024
+CLIENTS_MAX = 16
+CLIENT_TIMEOUT_S = 5.0
+#: sun_path is 108 bytes on Linux, including the terminating NUL.
+UNIX_PATH_BYTES_MAX = 107
+
+
+class ControlError(Exception):
+    """The control socket could not be reached or answered badly."""
+
+
+def runtime_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and Path(base).is_dir():
+        return Path(base) / "meshcore"
+    return Path(f"/tmp/meshcore-{os.getuid()}")
+
+
+def default_control_path(name: str) -> Path:
+    """Where the agent named `name` listens unless told otherwise."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "node"
+    return runtime_dir() / f"{safe}.sock"
+
+
+def check_control_path(path: Path) -> None:
+    if len(os.fsencode(str(path))) > UNIX_PATH_BYTES_MAX:
+        raise ConfigError(
+            f"control socket path {str(path)!r} is longer than {UNIX_PATH_BYTES_MAX} bytes; "
+            "choose a shorter --control path"
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.name.lower()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def member_to_json(m: Member) -> dict[str, Any]:
+    return {
+        "id": m.node.hex(),
+        "name": m.meta.name,
+        "addr": f"{m.addr[0]}:{m.addr[1]}",
+        "status": m.status.name.lower(),
+        "incarnation": m.incarnation,
+        "site": m.meta.site,
+        "region": m.meta.region,
+        "roles": list(m.meta.roles),
+        "tags": m.meta.tag_dict,
+        "since": m.since,
+    }
+
+
+def _answer(node: Node, req: Any, on_leave: Callable[[], None]) -> dict[str, Any]:
+    if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+        return {"ok": False, "error": 'a request is a JSON object like {"op": "members"}'}
+    op = req["op"]
+    if op == "members":
+        return {
+            "ok": True,
+            "self": node.node_id.hex(),
+            "checksum": node.checksum(),
+            "members": [member_to_json(m) for m in node.members()],
+        }
+    if op == "stats":
+        return {"ok": True, "stats": _jsonable(node.statistics())}
+    if op == "leave":
+        on_leave()
+        return {"ok": True}
+    return {"ok": False, "error": f"unknown op {op!r:.40}; use members, stats or leave"}
+
+
+async def _serve_client(
+    stream: trio.SocketStream, node: Node, on_leave: Callable[[], None]
+) -> None:
+    """Answer requests on one connection until the client closes it; each request must
+    arrive within CLIENT_TIMEOUT_S (a client may keep the connection open between them)."""
+    buf = bytearray()
+    async with stream:
+        while True:
+            with trio.move_on_after(CLIENT_TIMEOUT_S) as scope:
+                while b"\n" not in buf:
+                    if len(buf) > REQUEST_BYTES_MAX:
+                        await stream.send_all(b'{"ok": false, "error": "request too long"}\n')
+                        return
+                    chunk = await stream.receive_some(REQUEST_BYTES_MAX)
+                    if not chunk:
+                        return
+                    buf += chunk
+            if scope.cancelled_caught:
+                return
+            line, _, rest = bytes(buf).partition(b"\n")
+            buf = bytearray(rest)
+            try:
+                req = json.loads(line)
+            except ValueError:
+                answer: dict[str, Any] = {"ok": False, "error": "request is not valid JSON"}
+            else:
+                answer = _answer(node, req, on_leave)
+            await stream.send_all(json.dumps(answer).encode() + b"\n")
+
+
+async def serve_control(
+    path: Path,
+    node: Node,
+    on_leave: Callable[[], None],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the control socket at `path` until cancelled; removes the socket file after."""
+    check_control_path(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        if _is_live(path):
+            raise ConfigError(
+                f"control socket {path} is in use by a running agent; "
+                "give this agent another --name or --control path"
+            )
+        path.unlink()
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    old_umask = os.umask(0o077)
+    try:
+        await sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    sock.listen(CLIENTS_MAX)
+    listener = trio.SocketListener(sock)
+    limiter = trio.CapacityLimiter(CLIENTS_MAX)
+    try:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                stream = await listener.accept()
+                await limiter.acquire_on_behalf_of(stream)
+                nursery.start_soon(_client_task, stream, node, on_leave, limiter)
+    finally:
+        sock.close()
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+async def _client_task(
+    stream: trio.SocketStream, node: Node, on_leave: Callable[[], None], limiter: trio.CapacityLimiter
+) -> None:
+    try:
+        await _serve_client(stream, node, on_leave)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
+    finally:
+        limiter.release_on_behalf_of(stream)
+
+
+def _is_live(path: Path) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(0.5)
+    try:
+        s.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
+
+
+def request_sync(path: Path | str, op: str, *, timeout_s: float = 5.0) -> dict[str, Any]:
+    """Send one request to the agent at `path` and return its answer (blocking; for the CLI,
+    the demo and the benchmarks). Raises `ControlError` with a readable message."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout_s)
+    try:
+        try:
+            s.connect(str(path))
+        except FileNotFoundError:
+            raise ControlError(f"no agent control socket at {path} (is the agent running?)") from None
+        except OSError as exc:
+            raise ControlError(f"cannot reach the agent at {path}: {exc.strerror or exc}") from None
+        try:
+            s.sendall(json.dumps({"op": op}).encode() + b"\n")
+            buf = bytearray()
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    break
+                buf += chunk
+                if len(buf) > RESPONSE_BYTES_MAX:
+                    raise ControlError("the agent's answer is too large")
+        except TimeoutError:
+            raise ControlError(f"the agent at {path} did not answer within {timeout_s:g} s") from None
+        except OSError as exc:
+            raise ControlError(f"the agent at {path} closed the connection: {exc}") from None
+    finally:
+        s.close()
+    try:
+        answer = json.loads(buf)
+    except ValueError:
+        raise ControlError(f"the agent at {path} sent an invalid answer") from None
+    if not isinstance(answer, dict):
+        raise ControlError(f"the agent at {path} sent an invalid answer")
+    if not answer.get("ok"):
+        raise ControlError(f"the agent refused: {answer.get('error', 'no reason given')}")
+    return answer
+
+
+async def request(path: Path | str, op: str, *, timeout_s: float = 5.0) -> dict[str, Any]:
+    """`request_sync` in a worker thread, for trio code."""
+    return await trio.to_thread.run_sync(lambda: request_sync(path, op, timeout_s=timeout_s))

@@ -1,0 +1,168 @@
+"""SWIM timing and algorithm switches, and the named profiles.
+
+Profiles (`SwimConfig.profile(name, **overrides)`):
+
+=====================  ======  ======  ======  ==========  ======  =====================
+field                  lan     wan     local   memberlist  swim    memberlist LAN/WAN/Local
+=====================  ======  ======  ======  ==========  ======  =====================
+probe_interval_s       0.5     5.0     0.5     1.0         1.0     1.0 / 5.0 / 1.0
+probe_timeout_s        0.2     3.0     0.1     0.5         0.5     0.5 / 3.0 / 0.2
+indirect_checks        3       3       1       3           3       3 / 3 / 1
+suspicion_mult         4.5     5       4       4           4       4 / 6 / 3
+suspicion_floor_s      5       20      2       0           0       0 (none)
+suspicion_max_mult     6       6       6       6           1       6 / 6 / 6
+confirmations_k        3       3       2       mult-2=2    0       SuspicionMult-2
+retransmit_mult        4       4       3       4           4       4 / 4 / 2
+gossip_interval_s      0.2     0.5     0.1     0.2         off     0.2 / 0.5 / 0.1
+gossip_nodes           3       4       3       3           0       3 / 4 / 3
+push_pull_interval_s   60      60      15      30          off     30 / 60 / 15
+awareness_max          8       8       8       8           1(off)  8
+stream fallback        yes     yes     yes     yes         no      yes (TCP pings)
+=====================  ======  ======  ======  ==========  ======  =====================
+
+`memberlist` is memberlist's algorithm with DefaultLANConfig (Lifeguard included) and none
+of our changes. `swim` is the 2002 paper: fixed suspicion timeout, no local health, no buddy
+system, no confirmations, piggyback-only dissemination, no stream fallback, no push-pull.
+
+Our changes over memberlist (the `lan`, `wan`, `local` profiles):
+
+* `urgent_first`: Suspect, Dead and refuting Alive records go ahead of the rest of the
+  piggyback queue, so failure news and refutations spread at full speed under load;
+* `eager_suspect_probe`: a member that hears a new suspicion probes the suspect at its next
+  tick, so independent confirmations (and refutations) come within a probe period and the
+  Lifeguard timeout reaches its minimum quickly — which lets `suspicion_mult` be lower
+  than memberlist's while keeping its protection against false positives;
+* `tell_dead_senders`: a member that hears from a node it believes dead answers with that
+  Dead record first, so the node refutes at once (heals partitions and restarts fast); and
+  a member that hears a suspicion of an older incarnation of itself answers with its
+  current Alive, so a stale suspicion cannot linger until it times out into a death;
+* `reconnect_per_s`: periodic push-pull with a random recently dead member (or with a
+  seed when no seed is alive in our view), about `reconnect_per_s` times a second for the
+  whole cluster, so a healed partition or a restarted node merges by itself;
+* the gossip timer only runs while there is something to send (same behaviour, cheaper).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+from ..wire import DATAGRAM_PAYLOAD_BYTES_MAX
+
+__all__ = ["SwimConfig", "PROFILES", "retransmit_limit", "push_pull_scale_s"]
+
+
+def retransmit_limit(mult: int, n: int) -> int:
+    """memberlist's `retransmitLimit`: mult * ceil(log10(n + 1))."""
+    return mult * math.ceil(math.log10(n + 1))
+
+
+def push_pull_scale_s(interval_s: float, n: int, threshold_nodes: int = 32) -> float:
+    """memberlist's `pushPullScale`: above 32 nodes the interval grows with log2(n / 32)."""
+    if n <= threshold_nodes:
+        return interval_s
+    multiplier = math.ceil(math.log2(n) - math.log2(threshold_nodes)) + 1.0
+    return interval_s * multiplier
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwimConfig:
+    """All knobs of the SWIM core. Use `SwimConfig.profile(name, **overrides)`."""
+
+    profile_name: str = "lan"
+    probe_interval_s: float = 0.5
+    probe_timeout_s: float = 0.2
+    indirect_checks: int = 3
+    suspicion_mult: float = 4.5
+    suspicion_max_timeout_mult: float = 6.0
+    #: Lower bound of the minimum suspicion timeout (memberlist: none). Must exceed the
+    #: longest pause a healthy node may take plus the time its refutation needs.
+    suspicion_floor_s: float = 5.0
+    #: Confirmations to reach the minimum timeout; None means memberlist's mult - 2.
+    confirmations_k: int | None = 3
+    retransmit_mult: int = 4
+    gossip_interval_s: float = 0.2
+    gossip_nodes: int = 3
+    gossip_to_dead_s: float = 30.0
+    push_pull_interval_s: float = 60.0  # 0 disables periodic push-pull (join still uses it)
+    push_pull_scale_nodes: int = 32
+    awareness_max: int = 8
+    buddy: bool = True
+    stream_fallback: bool = True
+    stream_timeout_s: float = 10.0
+    # --- our changes (all off in the memberlist and swim profiles) ---
+    urgent_first: bool = True
+    eager_suspect_probe: bool = True
+    tell_dead_senders: bool = True
+    #: Push-pulls per second, for the whole cluster, with recently dead members (0: off).
+    reconnect_per_s: float = 8.0
+    reconnect_min_interval_s: float = 1.0
+    reconnect_window_s: float = 3600.0
+    # --- limits ---
+    packet_bytes_max: int = DATAGRAM_PAYLOAD_BYTES_MAX
+    broadcast_queue_max: int = 8192
+    user_seen_max: int = 65536
+    member_reclaim_s: float = 24 * 3600.0
+    indirect_pending_max: int = 1024
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or f.name == "profile_name" or v is None:
+                continue
+            if not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"SwimConfig.{f.name} must be a number >= 0, got {v!r}")
+        if self.probe_interval_s <= 0 or self.probe_timeout_s <= 0:
+            raise ConfigError("probe_interval_s and probe_timeout_s must be > 0")
+        if self.probe_timeout_s > self.probe_interval_s:
+            raise ConfigError("probe_timeout_s must not exceed probe_interval_s")
+        if self.awareness_max < 1:
+            raise ConfigError("awareness_max must be >= 1 (1 disables local health)")
+        if self.packet_bytes_max > DATAGRAM_PAYLOAD_BYTES_MAX or self.packet_bytes_max < 256:
+            raise ConfigError(f"packet_bytes_max must be in [256, {DATAGRAM_PAYLOAD_BYTES_MAX}]")
+
+    @property
+    def k(self) -> int:
+        if self.confirmations_k is None:
+            return max(0, int(self.suspicion_mult) - 2)
+        return self.confirmations_k
+
+    @classmethod
+    def profile(cls, name: str, **overrides: Any) -> SwimConfig:
+        if name not in PROFILES:
+            raise ConfigError(f"unknown SWIM profile {name!r}; choose one of {', '.join(PROFILES)}")
+        fields = {**PROFILES[name], **overrides}
+        try:
+            return cls(profile_name=name, **fields)
+        except TypeError as exc:
+            raise ConfigError(f"bad SwimConfig override: {exc}") from None
+
+
+_MEMBERLIST_ONLY = dict(
+    urgent_first=False, eager_suspect_probe=False, tell_dead_senders=False,
+    reconnect_per_s=0.0,
+)
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "lan": {},
+    "wan": dict(
+        probe_interval_s=5.0, probe_timeout_s=3.0, suspicion_mult=5, suspicion_floor_s=20.0, gossip_interval_s=0.5,
+        gossip_nodes=4, push_pull_interval_s=60.0, gossip_to_dead_s=60.0, stream_timeout_s=30.0,
+        reconnect_per_s=2.0, reconnect_min_interval_s=5.0,
+    ),
+    "local": dict(
+        probe_timeout_s=0.1, indirect_checks=1, suspicion_mult=4, suspicion_floor_s=2.0, confirmations_k=2,
+        retransmit_mult=3, gossip_interval_s=0.1, push_pull_interval_s=15.0,
+        gossip_to_dead_s=15.0, stream_timeout_s=1.0,
+    ),
+    "memberlist": dict(probe_interval_s=1.0, probe_timeout_s=0.5, suspicion_mult=4, push_pull_interval_s=30.0,
+                       suspicion_floor_s=0.0, confirmations_k=None, **_MEMBERLIST_ONLY),
+    "swim": dict(
+        probe_interval_s=1.0, probe_timeout_s=0.5, suspicion_floor_s=0.0, suspicion_mult=4, suspicion_max_timeout_mult=1, confirmations_k=0, awareness_max=1,
+        buddy=False, stream_fallback=False, gossip_nodes=0, push_pull_interval_s=0.0,
+        **_MEMBERLIST_ONLY,
+    ),
+}

@@ -1,0 +1,69 @@
+"""Real `meshcore agent` processes on 127.0.0.1: the control socket and a clean SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from meshcore.cli._launch import AgentProcess
+
+pytestmark = pytest.mark.slow
+
+WAIT_S = 20.0
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[AgentProcess, AgentProcess]]:
+    a = AgentProcess("alpha", tmp_path, extra=["--site", "s1", "--role", "web", "--tag", "rack=r1"])
+    started = [a]
+    try:
+        host, port = a.start()
+        b = AgentProcess("beta", tmp_path, join=[f"{host}:{port}"])
+        started.append(b)
+        b.start()
+        yield a, b
+    finally:
+        for agent in started:
+            agent.kill()
+
+
+def _members_json(agent: AgentProcess) -> list[dict[str, object]]:
+    out = subprocess.run(
+        [sys.executable, "-m", "meshcore.cli", "members", "--json", "--control", str(agent.control)],
+        capture_output=True,
+        timeout=WAIT_S,
+        check=True,
+    )
+    return list(json.loads(out.stdout))
+
+
+def test_members_json_lists_both_agents_with_their_metadata(pair: tuple[AgentProcess, AgentProcess]) -> None:
+    a, b = pair
+    wait_until(lambda: len([m for m in (a.members() or []) if m["status"] == "alive"]) == 2)
+    members = {m["name"]: m for m in _members_json(a)}
+    assert set(members) == {"alpha", "beta"}
+    assert members["alpha"]["site"] == "s1"
+    assert members["alpha"]["roles"] == ["web"]
+    assert members["alpha"]["tags"] == {"rack": "r1"}
+    assert members["beta"]["addr"] == f"{b.addr[0]}:{b.addr[1]}"  # type: ignore[index]
+
+
+def test_sigterm_makes_the_agent_leave_gracefully_and_exit_0(pair: tuple[AgentProcess, AgentProcess]) -> None:
+    a, b = pair
+    wait_until(lambda: len([m for m in (a.members() or []) if m["status"] == "alive"]) == 2)
+    assert b.stop(timeout_s=WAIT_S) == 0
+    wait_until(lambda: any(m["name"] == "beta" and m["status"] == "left" for m in (a.members() or [])))
+    assert not b.control.exists()  # the control socket is removed on the way out
