@@ -42,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="lan")
     p.add_argument("--latency-ms", type=float, default=1.0, help="base one-way latency")
     p.add_argument("--jitter-ms", type=float, default=4.0)
+    p.add_argument("--verbose", action="store_true", help="print each false death")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -99,6 +100,10 @@ def run(args: argparse.Namespace) -> None:
         if key not in first_decl:
             tn = world.nodes[target]
             first_decl[key] = tn.running and not world.is_stalled(target) and now >= t0
+            if first_decl[key] and args.verbose:
+                print(f"false death t={now:.2f} observer={obs} (stalled={world.is_stalled(obs)}, "
+                      f"resumed {now - world.nodes[obs].resumed_at:.2f}s ago) node={target} "
+                      f"inc={e.member.incarnation} (resumed {now - tn.resumed_at:.2f}s ago)")
 
     world.listeners.append(on_event)
 

@@ -174,3 +174,31 @@ def test_profiles_build_and_memberlist_uses_its_own_formulas() -> None:
     for name in ("lan", "wan", "local"):
         assert SwimConfig.profile(name).profile_name == name
     assert not math.isnan(SwimConfig.profile("lan", probe_interval_s=2.0).probe_interval_s)
+
+
+def test_packed_messages_are_byte_identical_to_the_codec() -> None:
+    from meshcore.swim._packing import with_updates
+    from meshcore.wire import Ack, Alive, NodeMeta, Ping, Suspect, encode, encode_update
+
+    ups = tuple(Alive(node=bytes([i]) * 16, incarnation=i, addr=("h", i), meta=NodeMeta(name="x"))
+                for i in range(30)) + (Suspect(node=NODE_A, incarnation=1, by=NODE_B),)
+    for n in (0, 1, 23, 24, 31):
+        for msg, empty in (
+            (Ping(seq=5, sender=NODE_A, target=NODE_B, updates=ups[:n]), Ping(seq=5, sender=NODE_A, target=NODE_B)),
+            (Ack(seq=0, sender=NODE_A, updates=ups[:n]), Ack(seq=0, sender=NODE_A)),
+        ):
+            assert with_updates(encode(empty), [encode_update(u) for u in ups[:n]]) == encode(msg)
+
+
+def test_the_swim_core_imports_no_io_and_reads_no_clock() -> None:
+    import ast
+    import pathlib
+
+    import meshcore.swim as swim_pkg
+
+    for path in pathlib.Path(swim_pkg.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        names |= {node.module.split(".")[0] for node in ast.walk(tree)
+                  if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+        assert not names & {"trio", "socket", "time", "asyncio", "datetime"}, path.name

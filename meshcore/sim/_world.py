@@ -62,7 +62,7 @@ class NetConfig:
 
 class _Node:
     __slots__ = ("index", "node_id", "addr", "meta", "swim", "epoch", "running", "stalled_until",
-                 "pending", "streams", "restarts", "last_inc")
+                 "pending", "streams", "restarts", "last_inc", "resumed_at")
 
     def __init__(self, index: int, node_id: NodeId, addr: Addr, meta: NodeMeta) -> None:
         self.index = index
@@ -77,6 +77,7 @@ class _Node:
         self.streams: dict[int, bool] = {}
         self.restarts = 0
         self.last_inc: dict[NodeId, int] = {}
+        self.resumed_at = -1.0
 
 
 EventListener = Callable[[float, int, MemberEvent], None]
@@ -283,6 +284,7 @@ class World:
 
     def _resume(self, n: _Node) -> None:
         n.stalled_until = -1.0
+        n.resumed_at = self.now
         pending, n.pending = n.pending, []
         self._record(_RESUME, n.index, b"")
         # Overdue timers first, then the inbox, each in arrival order.

@@ -9,7 +9,7 @@ probe_interval_s       0.5     5.0     0.5     1.0         1.0     1.0 / 5.0 / 1
 probe_timeout_s        0.2     3.0     0.1     0.5         0.5     0.5 / 3.0 / 0.2
 indirect_checks        3       3       1       3           3       3 / 3 / 1
 suspicion_mult         4.5     5       4       4           4       4 / 6 / 3
-suspicion_floor_s      5       20      2       0           0       0 (none)
+suspicion_floor_s      6.5     20      2       0           0       0 (none)
 suspicion_max_mult     6       6       6       6           1       6 / 6 / 6
 confirmations_k        3       3       2       mult-2=2    0       SuspicionMult-2
 retransmit_mult        4       4       3       4           4       4 / 4 / 2
@@ -39,6 +39,13 @@ Our changes over memberlist (the `lan`, `wan`, `local` profiles):
 * `reconnect_per_s`: periodic push-pull with a random recently dead member (or with a
   seed when no seed is alive in our view), about `reconnect_per_s` times a second for the
   whole cluster, so a healed partition or a restarted node merges by itself;
+* `defer_late_timers`: a suspicion or probe timer that fires late (the node itself was
+  paused) is put off by one probe timeout so that the inbox — maybe a refutation, maybe the
+  ack — is read before a verdict; a late timer also raises local health;
+* `proof_of_life`: a suspect that sent us a datagram since the suspicion began is not
+  declared dead by us when the timer fires; we wait another minimum timeout and probe it
+  with the suspicion first (buddy), so it refutes. A crashed node sends nothing, so this
+  costs no detection time;
 * the gossip timer only runs while there is something to send (same behaviour, cheaper).
 """
 
@@ -80,7 +87,7 @@ class SwimConfig:
     suspicion_max_timeout_mult: float = 6.0
     #: Lower bound of the minimum suspicion timeout (memberlist: none). Must exceed the
     #: longest pause a healthy node may take plus the time its refutation needs.
-    suspicion_floor_s: float = 5.0
+    suspicion_floor_s: float = 6.5
     #: Confirmations to reach the minimum timeout; None means memberlist's mult - 2.
     confirmations_k: int | None = 3
     retransmit_mult: int = 4
@@ -101,6 +108,8 @@ class SwimConfig:
     reconnect_per_s: float = 8.0
     reconnect_min_interval_s: float = 1.0
     reconnect_window_s: float = 3600.0
+    defer_late_timers: bool = True
+    proof_of_life: bool = True
     # --- limits ---
     packet_bytes_max: int = DATAGRAM_PAYLOAD_BYTES_MAX
     broadcast_queue_max: int = 8192
@@ -143,7 +152,7 @@ class SwimConfig:
 
 _MEMBERLIST_ONLY = dict(
     urgent_first=False, eager_suspect_probe=False, tell_dead_senders=False,
-    reconnect_per_s=0.0,
+    reconnect_per_s=0.0, defer_late_timers=False, proof_of_life=False,
 )
 
 PROFILES: dict[str, dict[str, Any]] = {

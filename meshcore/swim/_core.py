@@ -61,6 +61,9 @@ from ._suspicion import Suspicion, suspicion_timeout_s
 
 __all__ = ["Swim", "SwimStatistics", "GOSSIP_SEQ"]
 
+#: A timer firing this much after its time means the node itself was paused.
+LATE_TIMER_S = 0.05
+
 #: An Ack with this sequence number answers no probe: it only carries gossip.
 GOSSIP_SEQ = 0
 
@@ -89,6 +92,7 @@ class SwimStatistics:
     refutations: int
     deaths_declared: int
     push_pulls: int
+    late_timers: int
     local_health: int
     members_alive: int
     members_suspect: int
@@ -101,11 +105,13 @@ class SwimStatistics:
 
 
 class _Probe:
-    __slots__ = ("seq", "target", "incarnation", "timeout_at", "acked", "nacks",
+    __slots__ = ("seq", "target", "incarnation", "timeout_at", "end_at", "acked", "nacks",
                  "expected_nacks", "done")
 
-    def __init__(self, seq: int, target: NodeId, incarnation: int, timeout_at: float) -> None:
+    def __init__(self, seq: int, target: NodeId, incarnation: int, timeout_at: float,
+                 end_at: float) -> None:
         self.seq = seq
+        self.end_at = end_at
         self.target = target
         self.incarnation = incarnation
         self.timeout_at = timeout_at
@@ -176,12 +182,13 @@ class Swim:
         self._gossip_armed = False
         self._started = False
         self._left = False
+        self._heard: dict[NodeId, float] = {}  # last datagram from a suspect member
         self._stale_claim = False  # the message being handled holds an outdated claim about us
         self._state_cache: dict[tuple[bool, bool], tuple[int, bytes]] = {}
         self._c: dict[str, int] = dict.fromkeys(
             ("msgs_in", "msgs_out", "bytes_in", "bytes_out", "streams_out", "probes",
              "probes_failed", "indirect_probes", "stream_probes_ok", "suspicions",
-             "refutations", "deaths_declared", "push_pulls"), 0)
+             "refutations", "deaths_declared", "push_pulls", "late_timers"), 0)
         self._dropped: dict[str, int] = {}
 
     # --- properties and queries -------------------------------------------------------
@@ -304,6 +311,8 @@ class Swim:
         if sender_rec is None:
             self._drop("unknown_sender")
             return out
+        if sender_rec.status is Status.SUSPECT:
+            self._heard[sender_rec.node] = now
         if self._stale_claim and self._config.tell_dead_senders and t is not Ping:
             # The sender suspects an older incarnation of us: tell it the current one.
             assert self._self_rec.alive_data is not None
@@ -387,8 +396,13 @@ class Swim:
             self._probe_timeout(now, token, out)
         elif kind == _PROBE_END:
             probe = self._probe
-            if probe is not None and probe.seq == token:
-                self._probe_end(now, probe, out)
+            if probe is not None and probe.seq == token and not probe.done:
+                if self._late(now, probe.end_at):
+                    # We were paused: the ack may be waiting in our inbox. Read it first.
+                    probe.end_at = now + self._config.probe_timeout_s
+                    out.append(SetTimer(probe.end_at, Timer(_PROBE_END, token)))
+                else:
+                    self._probe_end(now, probe, out)
         elif kind == _INDIRECT_TIMEOUT:
             pending = self._indirect.pop(token, None)
             if pending is not None and pending.nack:
@@ -646,15 +660,42 @@ class Swim:
         out.append(SetTimer(susp.deadline, Timer(_SUSPICION, token)))
 
     def _clear_suspicion(self, node: NodeId) -> None:
+        self._heard.pop(node, None)
         entry = self._suspicions.pop(node, None)
         if entry is not None:
             self._suspicion_tokens.pop(entry[1], None)
 
+    def _late(self, now: float, due: float) -> bool:
+        """A timer that fires well after its time means this node was paused (GC, swap,
+        overload); Lifeguard's lesson is to distrust our own view then. Counts in local
+        health."""
+        if not self._config.defer_late_timers or now - due <= LATE_TIMER_S:
+            return False
+        self._awareness.apply_delta(1)
+        self._c["late_timers"] += 1
+        return True
+
     def _suspicion_fired(self, now: float, token: int, out: list[Effect]) -> None:
-        node = self._suspicion_tokens.pop(token, None)
+        node = self._suspicion_tokens.get(token)
         if node is None:
             return
+        susp = self._suspicions[node][0]
+        if self._late(now, susp.deadline):
+            # Paused past the deadline: a refutation may be in the inbox; look before acting.
+            susp.deadline = now + self._config.probe_timeout_s
+            self._arm_suspicion(node, susp, out)
+            return
+        if self._config.proof_of_life and self._heard.get(node, -1.0) >= susp.start:
+            # It spoke to us since the suspicion began: alive, just not refuted yet. Wait
+            # again and probe it with the suspicion first, so that it refutes.
+            susp.start = now
+            susp.deadline = now + susp.min_s
+            self._arm_suspicion(node, susp, out)
+            self._eager.append(node)
+            return
+        del self._suspicion_tokens[token]
         self._suspicions.pop(node, None)
+        self._heard.pop(node, None)
         rec = self._table.get(node)
         if rec is None or rec.status is not Status.SUSPECT:
             return
@@ -790,14 +831,18 @@ class Swim:
         interval = self._awareness.scale(cfg.probe_interval_s)
         self._probe_gen += 1
         out.append(SetTimer(now + interval, Timer(_PROBE, self._probe_gen)))
-        if self._probe is not None and not self._probe.done:
-            self._probe_end(now, self._probe, out)
+        probe = self._probe
+        if probe is not None and not probe.done:
+            if self._late(now, probe.end_at):
+                probe.done = True  # paused meanwhile: no verdict on a probe we could not watch
+            else:
+                self._probe_end(now, probe, out)
         rec = self._pick_target(now)
         if rec is None:
             return
         self._c["probes"] += 1
         seq = self._next_seq()
-        self._probe = _Probe(seq, rec.node, rec.incarnation, now + cfg.probe_timeout_s)
+        self._probe = _Probe(seq, rec.node, rec.incarnation, now + cfg.probe_timeout_s, now + interval)
         first: list[bytes] = []
         if cfg.buddy and rec.status is Status.SUSPECT:
             first.append(encode_update(Suspect(node=rec.node, incarnation=rec.incarnation, by=self._id)))
