@@ -20,6 +20,7 @@ __all__ = [
     "RecordError",
     "PlacementError",
     "StorageError",
+    "ConsistencyError",
 ]
 
 
@@ -75,3 +76,9 @@ class PlacementError(MeshError):
 
 class StorageError(MeshError):
     """The local store failed (disk full, I/O error, corrupt file) or is closed."""
+
+
+class ConsistencyError(MeshError):
+    """A key-value request could not reach its consistency level (replicas down, refused,
+    or the timeout passed). The message says how many acknowledgements were needed, which
+    arrived and why the others did not; a failed write may still be visible later."""

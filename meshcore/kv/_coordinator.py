@@ -1,0 +1,281 @@
+"""The coordinator: any node runs put / delete / get for a client (I/O-free).
+
+A write is stamped with the node's HLC, placed (home replicas from the ring; each home
+replica that is down gets a stand-in holding a hint), sent, and completes when the acks
+satisfy its consistency level (`write_satisfied`; the counting rules are in `_config`), or
+fails with `ConsistencyError` as soon as the level becomes unreachable (refusals) or at the
+request timeout. A get asks the alive home replicas, completes with the newest version once
+enough have answered, and pushes that version to every replica that answered with an older
+one (read repair), including answers that arrive after completion, until the timeout.
+
+Local misuse (unknown namespace, bad key or value, an unplaceable namespace) raises at the
+call and changes nothing. Limits: at most `requests_max` requests in flight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .._types import short_id
+from ..errors import ClockSkewError, ConsistencyError, LocalProtocolError
+from ._config import Consistency, KvConfig, acks_required
+from ._effects import Completed, KvEffect, KvTimer, Send, SetTimer
+from ._hlc import HLC, Stamp
+from ._messages import Read, ReadReply, Repair, Status, Write, WriteAck, encode_kv
+from ._record import Record, as_key, check_value, newer
+from ._view import ClusterView
+
+__all__ = ["Coordinator", "CoordinatorStatistics", "write_satisfied"]
+
+
+def write_satisfied(level: Consistency, replicas: int, home_acks: int, hint_acks: int, *,
+                    sloppy_quorum: bool = True) -> bool:
+    """Whether acks from `home_acks` home replicas and `hint_acks` stand-ins meet `level`."""
+    if level is Consistency.ONE:
+        return home_acks + hint_acks >= 1
+    if level is Consistency.QUORUM:
+        counted = home_acks + (hint_acks if sloppy_quorum else 0)
+        return home_acks >= 1 and counted >= acks_required(level, replicas)
+    return home_acks >= replicas
+
+
+@dataclass
+class _WriteReq:
+    level: Consistency
+    rf: int
+    record: Record
+    home: set[bytes]  # home replicas asked
+    hints: set[bytes]  # stand-ins asked
+    home_acks: set[bytes] = field(default_factory=set)
+    hint_acks: set[bytes] = field(default_factory=set)
+    refused: dict[bytes, str] = field(default_factory=dict)
+
+
+@dataclass
+class _ReadReq:
+    level: Consistency
+    rf: int
+    namespace: str
+    key: bytes
+    asked: set[bytes]
+    replies: dict[bytes, Record | None] = field(default_factory=dict)
+    refused: dict[bytes, str] = field(default_factory=dict)
+    done: bool = False
+    newest: Record | None = None
+
+
+@dataclass
+class CoordinatorStatistics:
+    writes_ok: int = 0
+    writes_failed: int = 0
+    reads_ok: int = 0
+    reads_failed: int = 0
+    repairs_sent: int = 0
+    late_or_unknown_replies: int = 0
+    skewed_replies: int = 0
+
+
+class Coordinator:
+    """Client-facing half of a node. Use through `KvCore` (which routes messages)."""
+
+    def __init__(self, node_id: bytes, config: KvConfig, hlc: HLC, view: ClusterView) -> None:
+        self._me = node_id
+        self._config = config
+        self._hlc = hlc
+        self._view = view
+        self._next_id = 1
+        self._writes: dict[int, _WriteReq] = {}
+        self._reads: dict[int, _ReadReq] = {}
+        self.stats = CoordinatorStatistics()
+
+    def _new_id(self) -> int:
+        if len(self._writes) + len(self._reads) >= self._config.requests_max:
+            raise LocalProtocolError(f"{self._config.requests_max} kv requests already in flight: "
+                                     "wait for some to complete (back-pressure) or raise requests_max")
+        rid = self._next_id
+        self._next_id += 1
+        return rid
+
+    @staticmethod
+    def _level(level: object) -> Consistency:
+        if type(level) is str:
+            try:
+                return Consistency(level)
+            except ValueError:
+                pass
+        if type(level) is Consistency:
+            return level
+        raise LocalProtocolError(f"consistency must be 'one', 'quorum' or 'all', got {level!r:.40}")
+
+    # --- writes -------------------------------------------------------------------------
+
+    def write(self, now: float, namespace: str, key: bytes | str, value: bytes | None,
+              level: Consistency | str) -> tuple[int, list[KvEffect]]:
+        """Start a put (value) or a delete (None). Raises on misuse; see the module doc."""
+        ns = self._view.namespace(namespace)
+        k = as_key(key)
+        check_value(value)
+        lv = self._level(level)
+        home = self._view.replicas(ns, k)  # PlacementError: nothing stamped, nothing sent
+        rid = self._new_id()
+        stamp = self._hlc.now(now)
+        record = Record(k, value, stamp)
+        alive_home = [n for n in home if self._view.is_alive(n)]
+        stand_ins = self._view.stand_ins(ns, k) if len(alive_home) < len(home) else {}
+        req = _WriteReq(lv, ns.replicas, record, set(alive_home), set(stand_ins.values()))
+        best_home = len(alive_home)
+        if not write_satisfied(lv, ns.replicas, best_home, len(stand_ins), sloppy_quorum=self._config.sloppy_quorum):
+            down = [short_id(n) for n in home if n not in alive_home]
+            err = ConsistencyError(
+                f"{lv.value} write to {ns.name!r} cannot succeed: home replicas down: "
+                f"{', '.join(down)}; stand-ins available: {len(stand_ins)}"
+                + (" (hints never count for 'all')" if lv is Consistency.ALL else ""))
+            self.stats.writes_failed += 1
+            return rid, [Completed(rid, error=err, stamp=stamp)]
+        self._writes[rid] = req
+        effects: list[KvEffect] = []
+        for n in alive_home:
+            effects.append(Send(n, encode_kv(Write(request_id=rid, coordinator=self._me, namespace=ns.name,
+                                                   key=k, stamp=stamp, value=value))))
+        for target, holder in stand_ins.items():
+            effects.append(Send(holder, encode_kv(Write(request_id=rid, coordinator=self._me, namespace=ns.name,
+                                                        key=k, stamp=stamp, value=value, hint_for=target))))
+        effects.append(SetTimer(now + self._config.request_timeout_s, KvTimer("request", rid)))
+        return rid, effects
+
+    def on_write_ack(self, now: float, ack: WriteAck) -> list[KvEffect]:
+        req = self._writes.get(ack.request_id)
+        if req is None:
+            self.stats.late_or_unknown_replies += 1
+            return []
+        s = ack.sender
+        if s not in req.home and s not in req.hints:
+            self.stats.late_or_unknown_replies += 1
+            return []
+        if ack.status is not Status.OK:
+            req.refused[s] = f"{short_id(s)}: {ack.status.name.lower()} {ack.detail}".strip()
+        elif s in req.home:
+            req.home_acks.add(s)
+        else:
+            req.hint_acks.add(s)
+        sloppy = self._config.sloppy_quorum
+        if write_satisfied(req.level, req.rf, len(req.home_acks), len(req.hint_acks), sloppy_quorum=sloppy):
+            del self._writes[ack.request_id]
+            self.stats.writes_ok += 1
+            return [Completed(ack.request_id, stamp=req.record.stamp)]
+        # Could the copies not yet answered still make it?
+        home_left = len(req.home - req.home_acks - req.refused.keys())
+        hint_left = len(req.hints - req.hint_acks - req.refused.keys())
+        if not write_satisfied(req.level, req.rf, len(req.home_acks) + home_left,
+                               len(req.hint_acks) + hint_left, sloppy_quorum=sloppy):
+            return [self._fail_write(ack.request_id, "refused")]
+        return []
+
+    def _fail_write(self, rid: int, why: str) -> Completed:
+        req = self._writes.pop(rid)
+        self.stats.writes_failed += 1
+        need = acks_required(req.level, req.rf)
+        got = [short_id(n) for n in sorted(req.home_acks)] + [f"{short_id(n)}(hint)" for n in sorted(req.hint_acks)]
+        refusals = "; ".join(req.refused.values()) or "none"
+        return Completed(rid, stamp=req.record.stamp, error=ConsistencyError(
+            f"{req.level.value} write {why}: needed {need} of {req.rf} copies, acked by "
+            f"[{', '.join(got)}], refusals: {refusals}; the write may still become visible"))
+
+    # --- reads --------------------------------------------------------------------------
+
+    def read(self, now: float, namespace: str, key: bytes | str,
+             level: Consistency | str) -> tuple[int, list[KvEffect]]:
+        """Start a get. Completes with the newest record (a tombstone means deleted)."""
+        ns = self._view.namespace(namespace)
+        k = as_key(key)
+        lv = self._level(level)
+        home = self._view.replicas(ns, k)
+        rid = self._new_id()
+        asked = [n for n in home if self._view.is_alive(n)]
+        need = acks_required(lv, ns.replicas)
+        if len(asked) < need:
+            self.stats.reads_failed += 1
+            return rid, [Completed(rid, error=ConsistencyError(
+                f"{lv.value} read of {ns.name!r} needs {need} home replicas, only {len(asked)} alive"))]
+        self._reads[rid] = _ReadReq(lv, ns.replicas, ns.name, k, set(asked))
+        effects: list[KvEffect] = [
+            Send(n, encode_kv(Read(request_id=rid, coordinator=self._me, namespace=ns.name, key=k)))
+            for n in asked]
+        effects.append(SetTimer(now + self._config.request_timeout_s, KvTimer("request", rid)))
+        return rid, effects
+
+    def on_read_reply(self, now: float, reply: ReadReply) -> list[KvEffect]:
+        rid = reply.request_id
+        req = self._reads.get(rid)
+        s = reply.sender
+        if req is None or s not in req.asked or s in req.replies or s in req.refused:
+            self.stats.late_or_unknown_replies += 1
+            return []
+        if reply.status is not Status.OK:
+            req.refused[s] = f"{short_id(s)}: {reply.status.name.lower()}"
+        else:
+            rec = None
+            if reply.stamp is not None:
+                try:
+                    self._hlc.observe(now, reply.stamp)
+                except ClockSkewError as exc:
+                    self.stats.skewed_replies += 1
+                    req.refused[s] = f"{short_id(s)}: {exc}"[:200]
+                    return self._read_progress(now, rid, req)
+                rec = Record(req.key, reply.value, reply.stamp)
+            req.replies[s] = rec
+            if rec is not None and newer(rec, req.newest):
+                req.newest = rec
+        return self._read_progress(now, rid, req)
+
+    def _read_progress(self, now: float, rid: int, req: _ReadReq) -> list[KvEffect]:
+        effects: list[KvEffect] = []
+        need = acks_required(req.level, req.rf)
+        if not req.done and len(req.replies) >= need:
+            req.done = True
+            self.stats.reads_ok += 1
+            effects.append(Completed(rid, record=req.newest))
+        if req.done:
+            effects += self._repairs(req)
+        elif len(req.asked) - len(req.refused) < need:
+            self._reads.pop(rid)
+            self.stats.reads_failed += 1
+            return [Completed(rid, error=ConsistencyError(
+                f"{req.level.value} read refused: needed {need} replies, refusals: "
+                f"{'; '.join(req.refused.values())}"))]
+        if len(req.replies) + len(req.refused) == len(req.asked):
+            self._reads.pop(rid, None)
+        return effects
+
+    def _repairs(self, req: _ReadReq) -> list[KvEffect]:
+        newest = req.newest
+        if newest is None:
+            return []
+        out: list[KvEffect] = []
+        for node, rec in sorted(req.replies.items()):
+            if rec is None or newer(newest, rec):
+                req.replies[node] = newest  # repaired once
+                self.stats.repairs_sent += 1
+                out.append(Send(node, encode_kv(Repair(sender=self._me, namespace=req.namespace, key=req.key,
+                                                       stamp=newest.stamp, value=newest.value))))
+        return out
+
+    # --- timeouts -----------------------------------------------------------------------
+
+    def on_request_timer(self, now: float, rid: int) -> list[KvEffect]:
+        if rid in self._writes:
+            return [self._fail_write(rid, f"timed out after {self._config.request_timeout_s:g} s")]
+        req = self._reads.pop(rid, None)
+        if req is None or req.done:
+            return []
+        self.stats.reads_failed += 1
+        return [Completed(rid, error=ConsistencyError(
+            f"{req.level.value} read timed out after {self._config.request_timeout_s:g} s: "
+            f"{len(req.replies)} of {acks_required(req.level, req.rf)} replies; refusals: "
+            f"{'; '.join(req.refused.values()) or 'none'}"))]
+
+    def pending(self) -> int:
+        return len(self._writes) + len(self._reads)
+
+    def last_stamp(self) -> Stamp:
+        return self._hlc.last()

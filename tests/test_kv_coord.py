@@ -1,0 +1,409 @@
+"""The replication core: consistency levels, hinted handoff, read repair, skew refusal,
+tombstone collection and refusal of bad input — driven synchronously, no I/O, no clock."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+
+from meshcore.errors import ConsistencyError, NamespaceError, PlacementError, RecordError
+from meshcore.kv import Namespace, Record, RingMember, Stamp
+from meshcore.kv._config import Consistency, KvConfig, acks_required
+from meshcore.kv._coordinator import write_satisfied
+from meshcore.kv._core import KvCore
+from meshcore.kv._effects import (
+    Completed,
+    DropHints,
+    KvEffect,
+    KvTimer,
+    Load,
+    LoadHints,
+    Persist,
+    PersistHint,
+    Purge,
+    Send,
+    SetTimer,
+)
+from meshcore.kv._messages import Status, Write, WriteAck, decode_kv, encode_kv
+from meshcore.sim._kv import MemoryKvStore
+
+NS = [Namespace(name="any", replicas=2), Namespace(name="south", replicas=2, regions=("r1",)),
+      Namespace(name="triple", replicas=3)]
+
+
+def nid(i: int) -> bytes:
+    return bytes([i + 1]) * 16
+
+
+MEMBERS = [RingMember(nid(i), f"s{i}", "r0" if i < 3 else "r1") for i in range(6)]
+
+
+class Net:
+    """Six cores on six sites, a FIFO network, stores that commit at once (or on `flush`)."""
+
+    def __init__(self, config: KvConfig | None = None, now: float = 1000.0) -> None:
+        self.config = config or KvConfig(hint_ttl_s=60.0, tombstone_resend_s=5.0)
+        self.now = now
+        self.cores = {m.node: KvCore(me=m, members=MEMBERS, namespaces=NS, config=self.config) for m in MEMBERS}
+        for c in self.cores.values():
+            for m in MEMBERS:
+                c.member_alive(now, m.node)
+        self.stores = {m.node: MemoryKvStore() for m in MEMBERS}
+        self.queue: deque[tuple[bytes, bytes, bytes]] = deque()
+        self.timers: list[tuple[float, bytes, KvTimer]] = []
+        self.done: dict[tuple[bytes, int], Completed] = {}
+        self.crashed: set[bytes] = set()
+        self.blocked_from: set[bytes] = set()
+        self.hold = False
+        self.held: list[tuple[bytes, KvEffect]] = []
+        self.sent: list[tuple[bytes, bytes, object]] = []
+        for node, c in self.cores.items():
+            self.perform(node, c.start(now))
+
+    def perform(self, node: bytes, effects: list[KvEffect]) -> None:
+        core, store = self.cores[node], self.stores[node]
+        for e in effects:
+            if isinstance(e, Send):
+                self.sent.append((node, e.to, decode_kv(e.data)))
+                self.queue.append((e.to, node, e.data))
+            elif isinstance(e, SetTimer):
+                self.timers.append((e.at, node, e.timer))
+            elif isinstance(e, (Persist, PersistHint)):
+                if self.hold:
+                    self.held.append((node, e))
+                else:
+                    self.commit(node, e)
+            elif isinstance(e, Load):
+                self.perform(node, core.on_loaded(self.now, e.token, store.get(e.namespace, e.key)))
+            elif isinstance(e, LoadHints):
+                self.perform(node, core.on_hints(self.now, e.target, store.hints_for(e.target, e.limit)))
+            elif isinstance(e, DropHints):
+                store.drop_hints(e.ids)
+            elif isinstance(e, Purge):
+                store.purge(e.namespace, e.key, e.stamp)
+            elif isinstance(e, Completed):
+                self.done[(node, e.request_id)] = e
+
+    def commit(self, node: bytes, e: Persist | PersistHint) -> None:
+        if isinstance(e, Persist):
+            for r in e.records:
+                self.stores[node].put(e.namespace, r)
+        else:
+            self.stores[node].add_hint(e.target, e.namespace, e.record)
+        self.perform(node, self.cores[node].on_persisted(self.now, e.token))
+
+    def flush(self) -> None:
+        held, self.held = self.held, []
+        for node, e in held:
+            self.commit(node, e)  # type: ignore[arg-type]
+        self.pump()
+
+    def pump(self, steps_max: int = 10_000) -> None:
+        for _ in range(steps_max):
+            if not self.queue:
+                return
+            dst, src, data = self.queue.popleft()
+            if dst in self.crashed or src in self.crashed or src in self.blocked_from:
+                continue
+            self.perform(dst, self.cores[dst].on_message(self.now, src, data))
+        raise AssertionError("network did not settle")
+
+    def advance(self, dt: float, step: float = 1.0) -> None:
+        end = self.now + dt
+        while self.now < end:
+            self.now = min(end, self.now + step)
+            due = sorted((t for t in self.timers if t[0] <= self.now), key=lambda t: t[0])
+            self.timers = [t for t in self.timers if t[0] > self.now]
+            for _, node, timer in due:
+                if node not in self.crashed:
+                    self.perform(node, self.cores[node].on_timer(self.now, timer))
+            self.pump()
+
+    def call(self, node: bytes, started: tuple[int, list[KvEffect]]) -> int:
+        rid, effects = started
+        self.perform(node, effects)
+        self.pump()
+        return rid
+
+    def mark_down(self, node: bytes) -> None:
+        for c in self.cores.values():
+            c.member_down(self.now, node)
+
+    def mark_alive(self, node: bytes) -> None:
+        for n, c in self.cores.items():
+            if n != node:
+                self.perform(n, c.member_alive(self.now, node))
+        self.pump()
+
+    def home(self, ns: str, key: bytes) -> list[bytes]:
+        core = self.cores[nid(0)]
+        return core.view.replicas(core.view.namespace(ns), key)
+
+    def outsider(self, ns: str, key: bytes) -> bytes:
+        return next(m.node for m in MEMBERS if m.node not in self.home(ns, key))
+
+
+# --- pure rules --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("level", "rf", "need"), [
+    (Consistency.ONE, 2, 1), (Consistency.QUORUM, 2, 2), (Consistency.QUORUM, 3, 2),
+    (Consistency.QUORUM, 5, 3), (Consistency.ALL, 3, 3)])
+def test_acks_required_follows_the_quorum_formula(level: Consistency, rf: int, need: int) -> None:
+    assert acks_required(level, rf) == need
+
+
+@pytest.mark.parametrize(("level", "home", "hints", "sloppy", "ok"), [
+    (Consistency.ONE, 0, 1, True, True),
+    (Consistency.QUORUM, 1, 1, True, True),
+    (Consistency.QUORUM, 1, 1, False, False),
+    (Consistency.QUORUM, 0, 2, True, False),  # at least one home replica, always
+    (Consistency.ALL, 1, 1, True, False),  # hints never count for all
+    (Consistency.ALL, 2, 0, True, True)])
+def test_write_satisfied_counts_hints_only_where_documented(
+        level: Consistency, home: int, hints: int, sloppy: bool, ok: bool) -> None:
+    assert write_satisfied(level, 2, home, hints, sloppy_quorum=sloppy) is ok
+
+
+# --- consistency levels ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", ["one", "quorum", "all"])
+def test_put_then_get_returns_the_value_at_every_level(level: str) -> None:
+    net = Net()
+    c = nid(5)
+    rid = net.call(c, net.cores[c].put(net.now, "any", b"k1", b"v1", level))
+    assert net.done[(c, rid)].ok
+    rid = net.call(c, net.cores[c].get(net.now, "any", b"k1", level))
+    got = net.done[(c, rid)]
+    assert got.ok and got.record is not None and got.record.value == b"v1"
+    for h in net.home("any", b"k1"):
+        assert net.stores[h].get("any", b"k1").value == b"v1"  # type: ignore[union-attr]
+
+
+def test_write_is_acknowledged_only_after_the_replicas_made_it_durable() -> None:
+    net = Net()
+    net.hold = True
+    c = nid(0)
+    rid = net.call(c, net.cores[c].put(net.now, "any", b"k", b"v", "quorum"))
+    assert (c, rid) not in net.done
+    assert not any(isinstance(m, WriteAck) for _, _, m in net.sent)
+    net.flush()
+    assert net.done[(c, rid)].ok
+
+
+def test_all_write_fails_at_once_and_sends_nothing_when_a_replica_is_down() -> None:
+    net = Net()
+    a, b = net.home("any", b"k")
+    c = net.outsider("any", b"k")
+    net.mark_down(b)
+    rid = net.call(c, net.cores[c].put(net.now, "any", b"k", b"v", "all"))
+    err = net.done[(c, rid)].error
+    assert isinstance(err, ConsistencyError) and "hints never count" in str(err)
+    assert not any(isinstance(m, Write) for _, _, m in net.sent)
+    assert net.stores[a].get("any", b"k") is None
+
+
+def test_write_times_out_when_a_replica_believed_alive_never_answers() -> None:
+    net = Net()
+    a, b = net.home("any", b"k")
+    net.crashed.add(b)
+    c = net.outsider("any", b"k")
+    rid = net.call(c, net.cores[c].put(net.now, "any", b"k", b"v", "quorum"))
+    assert (c, rid) not in net.done
+    net.advance(net.config.request_timeout_s + 0.5)
+    err = net.done[(c, rid)].error
+    assert isinstance(err, ConsistencyError) and "timed out" in str(err)
+    rid = net.call(c, net.cores[c].put(net.now, "any", b"k", b"v2", "one"))
+    assert net.done[(c, rid)].ok
+
+
+def test_quorum_write_fails_fast_when_enough_replicas_refuse() -> None:
+    net = Net()
+    a, b = net.home("any", b"k")
+    c = net.outsider("any", b"k")
+    net.cores[b].view._namespaces.pop("any")  # b no longer knows the namespace: it refuses
+    rid = net.call(c, net.cores[c].put(net.now, "any", b"k", b"v", "quorum"))
+    err = net.done[(c, rid)].error
+    assert isinstance(err, ConsistencyError) and "unknown_namespace" in str(err)
+
+
+# --- hinted handoff ----------------------------------------------------------------------
+
+
+def test_down_replica_gets_its_write_through_a_stand_in_when_it_returns() -> None:
+    net = Net()
+    a, b = net.home("any", b"k")
+    c = net.outsider("any", b"k")
+    net.mark_down(b)
+    net.crashed.add(b)
+    rid = net.call(c, net.cores[c].put(net.now, "any", b"k", b"v", "quorum"))
+    assert net.done[(c, rid)].ok  # sloppy quorum: a + a stand-in's hint
+    holders = [n for n, s in net.stores.items() if s.hints]
+    assert len(holders) == 1 and holders[0] not in (a, b)
+    assert net.stores[holders[0]].get("any", b"k") is None  # a hint is not a readable copy
+    net.crashed.discard(b)
+    net.mark_alive(b)
+    assert net.stores[b].get("any", b"k").value == b"v"  # type: ignore[union-attr]
+    assert not net.stores[holders[0]].hints
+    assert net.cores[holders[0]].statistics().hints_delivered == 1
+
+
+def test_strict_quorum_does_not_count_the_hint() -> None:
+    net = Net(KvConfig(hint_ttl_s=60.0, sloppy_quorum=False))
+    a, b = net.home("any", b"k")
+    net.mark_down(b)
+    c = net.outsider("any", b"k")
+    rid = net.call(c, net.cores[c].put(net.now, "any", b"k", b"v", "quorum"))
+    assert isinstance(net.done[(c, rid)].error, ConsistencyError)
+
+
+def test_hint_older_than_the_ttl_is_dropped_not_delivered() -> None:
+    net = Net()
+    a, b = net.home("any", b"k")
+    c = net.outsider("any", b"k")
+    net.mark_down(b)
+    net.call(c, net.cores[c].put(net.now, "any", b"k", b"v", "one"))
+    net.advance(net.config.hint_ttl_s + 5)
+    net.mark_alive(b)
+    assert net.stores[b].get("any", b"k") is None
+    assert sum(core.statistics().hints_expired for core in net.cores.values()) == 1
+
+
+# --- read repair and skew ----------------------------------------------------------------
+
+
+def test_get_returns_the_newest_version_and_repairs_the_stale_replica() -> None:
+    net = Net()
+    a, b = net.home("any", b"k")
+    old = Record(b"k", b"old", Stamp(1_000, 0, nid(9)))
+    new = Record(b"k", b"new", Stamp(2_000, 0, nid(9)))
+    net.stores[a].put("any", new)
+    net.stores[b].put("any", old)
+    c = net.outsider("any", b"k")
+    rid = net.call(c, net.cores[c].get(net.now, "any", b"k", "all"))
+    assert net.done[(c, rid)].record == new
+    assert net.stores[b].get("any", b"k") == new
+    assert net.cores[c].statistics().repairs_sent == 1
+
+
+def test_replica_refuses_a_stamp_beyond_the_skew_bound_and_stores_nothing() -> None:
+    net = Net()
+    a, _ = net.home("any", b"k")
+    c = net.outsider("any", b"k")
+    ahead = Stamp(round((net.now + 10.0) * 1e6), 0, c)
+    w = Write(request_id=7, coordinator=c, namespace="any", key=b"k", stamp=ahead, value=b"v")
+    effects = net.cores[a].on_message(net.now, c, encode_kv(w))
+    (reply,) = [decode_kv(e.data) for e in effects if isinstance(e, Send)]
+    assert isinstance(reply, WriteAck) and reply.status is Status.CLOCK_SKEW
+    assert not any(isinstance(e, Persist) for e in effects)
+    assert net.cores[a].hlc.last().physical_us < ahead.physical_us
+
+
+def test_coordinator_ignores_a_read_reply_with_a_skewed_stamp() -> None:
+    net = Net()
+    a, b = net.home("any", b"k")
+    net.stores[a].put("any", Record(b"k", b"future", Stamp(round((net.now + 60) * 1e6), 0, nid(9))))
+    c = net.outsider("any", b"k")
+    rid = net.call(c, net.cores[c].get(net.now, "any", b"k", "all"))
+    assert isinstance(net.done[(c, rid)].error, ConsistencyError)
+
+
+# --- tombstones --------------------------------------------------------------------------
+
+
+def test_tombstone_is_purged_only_after_every_replica_acknowledged_it() -> None:
+    net = Net()
+    a, b = net.home("any", b"k")
+    c = net.outsider("any", b"k")
+    net.call(c, net.cores[c].put(net.now, "any", b"k", b"v", "all"))
+    net.blocked_from.add(b)  # b's acknowledgements never arrive
+    rid = net.call(c, net.cores[c].delete(net.now, "any", b"k", "one"))
+    assert net.done[(c, rid)].ok
+    net.advance(net.config.purge_age_s + 30)
+    assert net.stores[a].get("any", b"k").is_tombstone  # type: ignore[union-attr]
+    net.blocked_from.clear()
+    net.advance(net.config.tombstone_resend_s * 3)
+    assert net.stores[a].get("any", b"k") is None
+    assert net.stores[b].get("any", b"k") is None
+
+
+def test_tombstone_is_not_purged_before_the_age_bound_even_with_every_ack() -> None:
+    net = Net()
+    a, b = net.home("any", b"k")
+    c = net.outsider("any", b"k")
+    net.call(c, net.cores[c].delete(net.now, "any", b"k", "all"))
+    net.advance(net.config.hint_ttl_s / 2)
+    assert net.stores[a].get("any", b"k").is_tombstone  # type: ignore[union-attr]
+
+
+def test_replica_holding_an_older_value_blocks_the_purge() -> None:
+    net = Net()
+    a, b = net.home("any", b"k")
+    c = net.outsider("any", b"k")
+    net.mark_down(b)
+    net.crashed.add(b)
+    net.call(c, net.cores[c].put(net.now, "any", b"k", b"v", "one"))
+    net.stores[b].put("any", Record(b"k", b"older", Stamp(1, 0, nid(9))))
+    net.call(c, net.cores[c].delete(net.now, "any", b"k", "one"))
+    for s in net.stores.values():  # b's hints are lost for good: only AE could fix b
+        s.hints.clear()
+    net.crashed.discard(b)
+    for core in net.cores.values():
+        core.member_alive(net.now, b)
+    net.advance(net.config.purge_age_s + 30)
+    assert net.stores[a].get("any", b"k").is_tombstone  # type: ignore[union-attr]
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("call", "error", "words"), [
+    (lambda c, now: c.put(now, "nope", b"k", b"v"), NamespaceError, "not defined"),
+    (lambda c, now: c.put(now, "any", b"k", b"x" * (1024 * 1024 + 1)), RecordError, "1 MiB"),
+    (lambda c, now: c.put(now, "any", 42, b"v"), RecordError, "bytes or str"),
+    (lambda c, now: c.put(now, "any", b"k", "text"), RecordError, "bytes"),
+    (lambda c, now: c.put(now, "any", b"k", b"v", "most"), Exception, "one', 'quorum' or 'all"),
+    (lambda c, now: c.get(now, "nope", b"k"), NamespaceError, "not defined")])
+def test_bad_input_raises_a_clear_error_and_changes_nothing(call, error, words) -> None:  # type: ignore[no-untyped-def]
+    net = Net()
+    c = nid(0)
+    stamp_before = net.cores[c].hlc.last()
+    with pytest.raises(error, match=words):
+        call(net.cores[c], net.now)
+    assert net.cores[c].hlc.last() == stamp_before
+    assert net.cores[c].coordinator.pending() == 0
+    assert all(not s.records for s in net.stores.values())
+
+
+def test_namespace_in_a_region_no_site_has_is_a_placement_error() -> None:
+    net = Net()
+    core = net.cores[nid(0)]
+    core.define(Namespace(name="north", replicas=2, regions=("r9",)))
+    with pytest.raises(PlacementError, match="no member is certified there"):
+        core.put(net.now, "north", b"k", b"v")
+    with pytest.raises(PlacementError, match="only 3 eligible"):
+        core.define(Namespace(name="south4", replicas=4, regions=("r1",)))
+        core.put(net.now, "south4", b"k", b"v")
+    assert core.coordinator.pending() == 0
+
+
+def test_replica_outside_the_territory_refuses_the_write() -> None:
+    net = Net()
+    north = nid(0)  # region r0; "south" lives in r1 only
+    c = nid(3)
+    w = Write(request_id=1, coordinator=c, namespace="south", key=b"k",
+              stamp=net.cores[c].hlc.now(net.now), value=b"v")
+    effects = net.cores[north].on_message(net.now, c, encode_kv(w))
+    (reply,) = [decode_kv(e.data) for e in effects if isinstance(e, Send)]
+    assert reply.status is Status.TERRITORY  # type: ignore[union-attr]
+
+
+def test_message_whose_sender_is_not_the_source_is_dropped() -> None:
+    net = Net()
+    a, _ = net.home("any", b"k")
+    w = Write(request_id=1, coordinator=nid(4), namespace="any", key=b"k",
+              stamp=net.cores[a].hlc.now(net.now), value=b"v")
+    assert net.cores[a].on_message(net.now, nid(5), encode_kv(w)) == []
+    assert net.cores[a].statistics().dropped_messages == 1
