@@ -234,10 +234,23 @@ class OursCluster:
         self._conns: dict[int, socket.socket] = {}
 
     def start(self, n: int) -> float:
-        seed = AgentProcess("n0", self.workdir, profile=self.profile)
+        # Sealed like a real deployment: a throwaway authority certifies every agent.
+        # (Insecure only while the SWIM core cannot carry certificates yet.)
+        from meshcore.node.testing import core_admits_certificates
+        from meshcore.security import make_throwaway_cluster
+
+        names = [f"n{i}" for i in range(n)]
+        creds: Path | None = self.workdir / "credentials"
+        if core_admits_certificates():
+            make_throwaway_cluster(names, now=time.time(), cluster="bench", directory=creds, days=1)
+        else:
+            print("WARNING: the SWIM core cannot carry certificates yet: agents run --insecure")
+            creds = None
+        sec = {"credentials": creds, "insecure": creds is None}
+        seed = AgentProcess("n0", self.workdir, profile=self.profile, **sec)
         host, port = seed.start()
         self.agents = [seed] + [
-            AgentProcess(f"n{i}", self.workdir, profile=self.profile, join=[f"{host}:{port}"])
+            AgentProcess(f"n{i}", self.workdir, profile=self.profile, join=[f"{host}:{port}"], **sec)
             for i in range(1, n)
         ]
         t0 = time.monotonic()

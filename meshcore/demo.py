@@ -65,15 +65,18 @@ def wait_until(what: str, check: Callable[[], bool], timeout_s: float = STEP_TIM
     return False
 
 
-def _make_key(path: Path) -> Path | None:
-    """A key file per node, so a restarted node keeps its id; None without the security
-    package (the restarted node then comes back with a new id)."""
-    try:
-        from .security._keys import SigningKey, save_secret_key
-    except ImportError:
+def _make_credentials(workdir: Path, names: list[str]) -> Path | None:
+    """A throwaway cluster authority and one certificate per node (keys kept on disk, so a
+    restarted node keeps its id); the demo's mesh is sealed like a real one. None (an
+    insecure demo) only while the SWIM core cannot carry certificates yet."""
+    from .node.testing import core_admits_certificates
+    from .security import make_throwaway_cluster
+
+    if not core_admits_certificates():
+        say("WARNING: this SWIM core cannot carry certificates yet: running --insecure")
         return None
-    save_secret_key(SigningKey.generate(), path)
-    return path
+    make_throwaway_cluster(names, now=time.time(), cluster="demo", directory=workdir, days=1)
+    return workdir
 
 
 def _all_alive(agents: list[AgentProcess], n: int) -> Callable[[], bool]:
@@ -89,17 +92,19 @@ def _all_alive(agents: list[AgentProcess], n: int) -> Callable[[], bool]:
 
 def run(workdir: Path) -> bool:
     names = [f"node-{i + 1}" for i in range(NODES)]
-    keys = [_make_key(workdir / f"{n}.key") for n in names]
+    creds = _make_credentials(workdir, names)
     agents: list[AgentProcess] = []
     try:
+        if creds is not None:
+            say(f"throwaway authority for cluster 'demo' and {NODES} certificates in {workdir}")
         say(f"starting {NODES} agents on 127.0.0.1 (profile 'local')")
-        first = AgentProcess(names[0], workdir, key=keys[0])
+        first = AgentProcess(names[0], workdir, credentials=creds, insecure=creds is None)
         seed_addr = first.start()
         seed = f"{seed_addr[0]}:{seed_addr[1]}"
         agents.append(first)
         say(f"  {first.name} pid {first.pid} on {seed}")
-        for name, key in zip(names[1:], keys[1:], strict=True):
-            a = AgentProcess(name, workdir, join=[seed], key=key)
+        for name in names[1:]:
+            a = AgentProcess(name, workdir, join=[seed], credentials=creds, insecure=creds is None)
             host, port = a.start()
             agents.append(a)
             say(f"  {a.name} pid {a.pid} on {host}:{port}, joining {seed}")
@@ -128,7 +133,8 @@ def run(workdir: Path) -> bool:
         show_table(agents[0])
 
         say(f"restarting {victim.name} on {victim_addr} with the same key")
-        restarted = AgentProcess(victim.name, workdir, bind=victim_addr, join=[seed], key=keys[VICTIM])
+        restarted = AgentProcess(victim.name, workdir, bind=victim_addr, join=[seed], credentials=creds,
+                                 insecure=creds is None)
         restarted.start()
         agents[VICTIM] = restarted
         if not wait_until(f"every agent sees {victim.name} alive again", _all_alive(agents, NODES)):

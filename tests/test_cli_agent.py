@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from meshcore.cli._launch import AgentProcess
+from meshcore.node.testing import SecureCluster
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +28,14 @@ def wait_until(check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[AgentProcess, AgentProcess]]:
-    a = AgentProcess("alpha", tmp_path, extra=["--site", "s1", "--role", "web", "--tag", "rack=r1"])
+    creds = tmp_path / "creds"
+    SecureCluster(["alpha", "beta"], directory=creds)
+    a = AgentProcess("alpha", tmp_path, credentials=creds,
+                     extra=["--site", "s1", "--role", "web", "--tag", "rack=r1"])
     started = [a]
     try:
         host, port = a.start()
-        b = AgentProcess("beta", tmp_path, join=[f"{host}:{port}"])
+        b = AgentProcess("beta", tmp_path, join=[f"{host}:{port}"], credentials=creds)
         started.append(b)
         b.start()
         yield a, b
@@ -47,7 +51,9 @@ def _members_json(agent: AgentProcess) -> list[dict[str, object]]:
         timeout=WAIT_S,
         check=True,
     )
-    return list(json.loads(out.stdout))
+    answer = json.loads(out.stdout)
+    assert isinstance(answer["drops"], dict)
+    return list(answer["members"])
 
 
 def test_members_json_lists_both_agents_with_their_metadata(pair: tuple[AgentProcess, AgentProcess]) -> None:

@@ -10,6 +10,12 @@ import trio.testing
 
 from meshcore.errors import LocalProtocolError
 from meshcore.node import Node, NodeConfig, open_node
+from meshcore.node.testing import (
+    WALL_CLOCK_BASE_S,
+    SecureCluster,
+    core_admits_certificates,
+    virtual_wall_clock,
+)
 from meshcore.runtime import MemoryNetwork
 from meshcore.swim import EventKind, MemberEvent, UserBroadcast
 from meshcore.wire import Status
@@ -26,17 +32,23 @@ class Mesh:
         self.profile = profile
         self.nodes: list[Node] = []
         self.scopes: list[trio.CancelScope] = []
+        # Secure by default; plain only while the core cannot carry certificates.
+        self.cluster = SecureCluster([], now=WALL_CLOCK_BASE_S) if core_admits_certificates() else None
 
     async def add(self, name: str, **fields: object) -> Node:
         seeds = [self.nodes[0].addr] if self.nodes else []
-        config = NodeConfig(
-            name=name, profile=self.profile, rng_seed=len(self.nodes), seeds=seeds, **fields  # type: ignore[arg-type]
-        )
+        common = dict(profile=self.profile, rng_seed=len(self.nodes), seeds=seeds, **fields)
+        if self.cluster is not None:
+            config = self.cluster.config(name, **common)
+        else:
+            config = NodeConfig(name=name, insecure=True, **common)  # type: ignore[arg-type]
         scope = trio.CancelScope()
 
         async def run(*, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
             with scope:
-                async with open_node(config, transport=self.net.transport()) as node:
+                async with open_node(
+                    config, transport=self.net.transport(), wall_clock=virtual_wall_clock()
+                ) as node:
                     task_status.started(node)
                     await trio.sleep_forever()
 
@@ -180,5 +192,5 @@ async def test_an_exception_in_the_node_block_reaches_the_caller_unwrapped(
 ) -> None:
     net = MemoryNetwork()
     with pytest.raises(KeyError, match="mine"):
-        async with open_node(NodeConfig(name="n0"), transport=net.transport()):
+        async with open_node(NodeConfig(name="n0", insecure=True), transport=net.transport()):
             raise KeyError("mine")

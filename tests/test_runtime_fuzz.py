@@ -47,7 +47,7 @@ async def _scenario(attacks: list[tuple[str, object]]) -> None:
 
         async def run(i: int, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
             seeds = [nodes[0].addr] if nodes else []
-            cfg = NodeConfig(name=f"n{i}", profile="local", rng_seed=i, seeds=seeds)
+            cfg = NodeConfig(name=f"n{i}", profile="local", rng_seed=i, seeds=seeds, insecure=True)
             async with open_node(cfg, transport=net.transport()) as node:
                 task_status.started(node)
                 await trio.sleep_forever()

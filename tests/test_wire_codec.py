@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from meshcore._types import node_id_from_public_key
 from meshcore.errors import DecodeError
+from meshcore.security import Authority, SigningKey
 from meshcore.wire import (
+    ALIVE_CERT_BYTES_MAX,
     DATAGRAM_PAYLOAD_BYTES_MAX,
     STREAM_MESSAGE_BYTES_MAX,
     WIRE_VERSION,
@@ -25,6 +27,7 @@ from meshcore.wire import (
     Status,
     Suspect,
     UserMsg,
+    alive_signing_bytes,
     decode,
     encode,
     update_size,
@@ -47,7 +50,7 @@ incs = st.integers(min_value=0, max_value=2**63 - 1)
 addrs = st.tuples(st.text(min_size=1, max_size=30), st.integers(min_value=0, max_value=65535))
 updates = st.one_of(
     st.builds(Alive, node=node_ids, incarnation=incs, addr=addrs, meta=metas,
-              signature=st.binary(max_size=64)),
+              signature=st.binary(max_size=64), cert=st.binary(max_size=300)),
     st.builds(Suspect, node=node_ids, incarnation=incs, by=node_ids),
     st.builds(Dead, node=node_ids, incarnation=incs, by=node_ids, signature=st.binary(max_size=64)),
     st.builds(UserMsg, origin=node_ids, seq=incs, payload=st.binary(max_size=100)),
@@ -62,7 +65,8 @@ messages = st.one_of(
     st.builds(
         PushPull, sender=node_ids, join=st.booleans(), reply=st.booleans(),
         states=st.lists(st.builds(MemberState, node=node_ids, incarnation=incs, addr=addrs,
-                                  meta=metas, status=st.sampled_from(Status)),
+                                  meta=metas, status=st.sampled_from(Status),
+                                  cert=st.binary(max_size=100)),
                         max_size=4).map(tuple),
         user_state=st.binary(max_size=50),
     ),
@@ -117,12 +121,12 @@ def test_well_formed_cbor_of_the_wrong_shape_is_rejected(value: object) -> None:
 
 def test_unknown_wire_version_is_refused_with_a_clear_message() -> None:
     frame = cbor2.dumps([WIRE_VERSION + 1, 3, 1, A, []])
-    with pytest.raises(DecodeError, match="unsupported wire version"):
+    with pytest.raises(DecodeError, match="unsupported wire message version"):
         decode(frame)
 
 
 def test_unknown_message_type_is_refused() -> None:
-    with pytest.raises(DecodeError, match="unknown message type"):
+    with pytest.raises(DecodeError, match="unknown wire message type"):
         decode(cbor2.dumps([WIRE_VERSION, 99, 1, A, []]))
 
 
@@ -142,7 +146,7 @@ def test_trailing_bytes_are_refused() -> None:
 
 def test_cbor_tags_are_refused() -> None:
     tagged = cbor2.dumps(cbor2.CBORTag(4242, [WIRE_VERSION, 3, 1, A, []]))
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="tag 4242"):
         decode(tagged)
 
 
@@ -182,6 +186,29 @@ def test_a_full_metadata_alive_fits_a_datagram() -> None:
     meta = NodeMeta.build(name="n" * 64, site="s" * 64, region="r" * 64,
                           roles=["x" * 32] * 8, tags={"k" * 32: "v" * 32})
     assert sum(map(len, ("n" * 64, "s" * 64, "r" * 64))) + 8 * 32 + 64 == 512
-    alive = Alive(node=A, incarnation=2**63 - 1, addr=("h" * 253, 65535), meta=meta, signature=b"s" * 64)
+    alive = Alive(node=A, incarnation=2**63 - 1, addr=("h" * 253, 65535), meta=meta,
+                  signature=b"s" * 64, cert=b"c" * ALIVE_CERT_BYTES_MAX)
     ping = Ping(seq=2**63 - 1, sender=B, target=A, updates=(alive,))
     assert len(encode(ping)) <= DATAGRAM_PAYLOAD_BYTES_MAX
+
+
+def test_a_realistic_certificate_fits_the_alive_certificate_budget() -> None:
+    authority = Authority(SigningKey.generate(), "territory-cluster")
+    cert = authority.issue(
+        SigningKey.generate().public_key, name="pool-saint-denis-17", site="pool-sd-17",
+        region="fr-idf-93", roles=("edge", "storage"), serial=123_456,
+        not_before=1_764_000_000, not_after=1_795_536_000,
+    )
+    assert len(cert.encode()) <= ALIVE_CERT_BYTES_MAX
+
+
+def test_the_alive_signature_covers_the_certificate() -> None:
+    alive = Alive(node=A, incarnation=1, addr=("10.0.0.1", 7946), meta=META)
+    stapled = Alive(node=A, incarnation=1, addr=("10.0.0.1", 7946), meta=META, cert=b"other")
+    assert alive_signing_bytes(alive) != alive_signing_bytes(stapled)
+
+
+def test_an_oversized_certificate_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValueError, match="cert"):
+        Alive(node=A, incarnation=1, addr=("10.0.0.1", 7946), meta=META,
+              cert=b"c" * (ALIVE_CERT_BYTES_MAX + 1))

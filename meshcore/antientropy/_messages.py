@@ -10,13 +10,14 @@ no trailing bytes), and the type, arity and range of every field; any failure ra
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any
 
 import blake3
 import cbor2
 
+from ..errors import DecodeError
+from ..wire import loads_strict
 from ._config import ReconcileConfig, ReconcileError
 from ._index import KEY_BYTES_MAX, VERSION_BYTES_MAX
 
@@ -198,10 +199,6 @@ def encode_frame(*, more: bool, final: bool, dense: bool, blocks: list[bytes]) -
 # --- decoding -------------------------------------------------------------------------
 
 
-def _reject_tag(_decoder: Any, tag: Any) -> Any:
-    raise ReconcileError(f"CBOR tag {getattr(tag, 'tag', '?')} not allowed")
-
-
 def _int(value: Any, lo: int, hi: int, what: str) -> int:
     if type(value) is not int or not lo <= value <= hi:
         raise ReconcileError(f"{what} must be an int in [{lo}, {hi}], got {value!r:.30}")
@@ -280,15 +277,9 @@ def decode_frame(data: bytes, cfg: ReconcileConfig) -> Frame:
     if blake3.blake3(body).digest(CHECKSUM_BYTES) != tag:
         raise ReconcileError("frame checksum mismatch (corrupted or truncated)")
     try:
-        fp = io.BytesIO(body)
-        top = cbor2.CBORDecoder(fp, tag_hook=_reject_tag).decode()
-        trailing = len(body) - fp.tell()
-    except ReconcileError:
-        raise
-    except Exception as exc:  # cbor2 raises several types on garbage; funnel them all
-        raise ReconcileError(f"malformed CBOR: {exc.__class__.__name__}: {exc}"[:200]) from None
-    if trailing:
-        raise ReconcileError(f"{trailing} trailing bytes after the frame")
+        top = loads_strict(body, bytes_max=len(body), what="reconciliation frame")
+    except DecodeError as exc:
+        raise ReconcileError(str(exc)) from None
     if type(top) is not list or len(top) != 3:
         raise ReconcileError("not a reconciliation frame (expected [version, flags, blocks])")
     if type(top[0]) is not int or top[0] != AE_WIRE_VERSION:

@@ -1,5 +1,5 @@
-"""The `meshcore` command: `agent`, `members`, `stats`, `leave` (and `keygen`, `authority`
-when meshcore.cli._keys is present).
+"""The `meshcore` command: `agent`, `members`, `stats`, `leave`, `revoke` (and `keygen`,
+`authority` when meshcore.cli._keys is present).
 
 Every argument and file is untrusted input: a problem is one line on stderr and exit code 2,
 never a traceback.
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             trio.run(run_agent, config, control)
             return 0
-        if args.command in ("members", "stats", "leave"):
+        if args.command in ("members", "stats", "leave", "revoke"):
             return run_client(args)
         handler = getattr(args, "func", None)
         if handler is None:

@@ -3,16 +3,22 @@
 Settings come from an optional TOML file (`--config`) and flags; a flag wins over the file.
 Both are untrusted input: every problem becomes a `ConfigError` with a one-line message.
 File keys: bind, advertise, join (list), name, site, region, roles (list), tags (table), profile,
-control, key, log_level.
+control, key, cert, authorities (list), revocations, insecure (bool), ws_bind, log_level.
+
+Secure by default: the agent needs --key, --cert and --authority (the credentials are
+loaded and checked before anything binds; a missing, expired or foreign credential is one
+line naming the file and the fix, exit 2). --insecure runs without them, loudly.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import socket
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,11 @@ _FILE_KEYS = {
     "profile": str,
     "control": str,
     "key": str,
+    "cert": str,
+    "authorities": list,
+    "revocations": str,
+    "insecure": bool,
+    "ws_bind": str,
     "log_level": str,
 }
 
@@ -52,7 +63,8 @@ def add_agent_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--bind", metavar="HOST:PORT", help=f"UDP+TCP address (default 127.0.0.1:{DEFAULT_PORT}; port 0: any)")
     p.add_argument("--advertise", metavar="HOST:PORT", help="address peers use (needed with a wildcard --bind)")
-    p.add_argument("--join", metavar="HOST:PORT", action="append", help="seed to join (repeatable)")
+    p.add_argument("--join", metavar="HOST:PORT", action="append",
+                   help="seed to join, HOST:PORT or ws://HOST:PORT (repeatable)")
     p.add_argument("--name", help="node name (default: the host name)")
     p.add_argument("--site", help="site (micro-datacenter) name")
     p.add_argument("--region", help="region / territory")
@@ -61,7 +73,14 @@ def add_agent_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--profile", help=f"timing profile: {', '.join(PROFILES)} (default lan)")
     p.add_argument("--config", metavar="FILE.toml", help="read settings from this TOML file")
     p.add_argument("--control", metavar="PATH", help="control socket path (default: per node name)")
-    p.add_argument("--key", metavar="PATH", help="node key file (default: a throwaway key)")
+    p.add_argument("--key", metavar="PATH", help="node key file (from `meshcore keygen`)")
+    p.add_argument("--cert", metavar="PATH", help="node certificate (from `meshcore authority sign`)")
+    p.add_argument("--authority", action="append", dest="authorities", metavar="PATH",
+                   help="trusted authority.pub (repeatable: two during a key rollover)")
+    p.add_argument("--revocations", metavar="PATH", help="revocation store (read and appended)")
+    p.add_argument("--ws-bind", metavar="HOST:PORT", help="also accept links over WebSocket here")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="no authentication, no encryption: local experiments only")
     p.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (default info)")
     return p
 
@@ -117,7 +136,10 @@ def agent_settings(args: argparse.Namespace) -> tuple[NodeConfig, Path, str]:
 
     bind = parse_addr(pick(args.bind, "bind", f"127.0.0.1:{DEFAULT_PORT}"), what="--bind", default_port=DEFAULT_PORT)
     joins = pick(args.join, "join", [])
-    seeds = tuple(parse_addr(j, what="--join", default_port=DEFAULT_PORT) for j in joins)
+    seeds = tuple(
+        j if j.strip().startswith("ws://") else parse_addr(j, what="--join", default_port=DEFAULT_PORT)
+        for j in joins
+    )
     name = pick(args.name, "name", None) or socket.gethostname()
     tags = _parse_tags(args.tags) if args.tags is not None else dict(file.get("tags", {}))
     level = pick(args.log_level, "log_level", "info")
@@ -125,6 +147,11 @@ def agent_settings(args: argparse.Namespace) -> tuple[NodeConfig, Path, str]:
         raise ConfigError(f"log level {level!r} is unknown; choose one of {', '.join(LOG_LEVELS)}")
     key_path = pick(args.key, "key", None)
     advertise = pick(args.advertise, "advertise", None)
+    insecure = bool(pick(args.insecure, "insecure", False))
+    ws_bind = pick(args.ws_bind, "ws_bind", None)
+    authorities = pick(args.authorities, "authorities", [])
+    if not all(isinstance(a, str) for a in authorities):
+        raise ConfigError("authorities must be a list of file paths")
     config = NodeConfig(
         host=bind[0],
         port=bind[1],
@@ -136,8 +163,17 @@ def agent_settings(args: argparse.Namespace) -> tuple[NodeConfig, Path, str]:
         roles=tuple(pick(args.roles, "roles", [])),
         tags=tags,
         profile=pick(args.profile, "profile", "lan"),
-        key=resolve_signing_key(key_path) if key_path else None,
+        key=(resolve_signing_key(key_path) if insecure else key_path) if key_path else None,
+        cert=pick(args.cert, "cert", None),
+        authorities=tuple(authorities),
+        revocations=pick(args.revocations, "revocations", None),
+        insecure=insecure,
+        ws_bind=parse_addr(ws_bind, what="--ws-bind") if ws_bind else None,
     )
+    # Load and check the credentials now: a bad one is a one-line error before anything binds.
+    credentials = config.load_credentials(time.time())
+    if credentials is not None:
+        config = dataclasses.replace(config, credentials=credentials)
     control_text = pick(args.control, "control", None)
     control = Path(control_text) if control_text else default_control_path(name)
     check_control_path(control)
@@ -152,9 +188,12 @@ async def run_agent(config: NodeConfig, control: Path) -> None:
             async with trio.open_nursery() as nursery:
                 await nursery.start(serve_control, control, node, leave_now.set)
                 host, port = node.addr
+                ws = getattr(node.transport, "ws_addr", None)
                 print(
                     f"meshcore agent {node.node_id.hex()[:8]} name={config.name} "
-                    f"listening on {host}:{port} control={control}",
+                    f"listening on {host}:{port} control={control}"
+                    + (f" ws=ws://{ws[0]}:{ws[1]}/" if ws else "")
+                    + ("" if config.credentials is not None else " INSECURE"),
                     flush=True,
                 )
 

@@ -1,7 +1,8 @@
 """The agent's local control socket: newline-delimited JSON over a unix socket.
 
-Request ``{"op": "members"}`` / ``{"op": "stats"}`` / ``{"op": "leave"}``; the answer is one
-line, ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The socket is created with
+Request ``{"op": "members"}`` / ``{"op": "stats"}`` / ``{"op": "leave"}`` /
+``{"op": "revoke", "revocations": [HEX, ...]}`` (signed revocations to apply and gossip);
+the answer is one line, ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The socket is created with
 mode 0600 in a directory of mode 0700: only the agent's user may drive it. Requests are
 bounded (`REQUEST_BYTES_MAX`), clients at once too (`CLIENTS_MAX`), and a client that does
 not finish its request within `CLIENT_TIMEOUT_S` is disconnected.
@@ -20,7 +21,7 @@ from typing import Any
 
 import trio
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MeshError
 from ..node import Node
 from ..swim._effects import Member
 
@@ -34,7 +35,8 @@ __all__ = [
     "request_sync",
 ]
 
-REQUEST_BYTES_MAX = 4096
+REQUEST_BYTES_MAX = 64 * 1024
+REVOCATIONS_PER_REQUEST_MAX = 128
 RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 CLIENTS_MAX = 16
 CLIENT_TIMEOUT_S = 5.0
@@ -96,7 +98,26 @@ def member_to_json(m: Member) -> dict[str, Any]:
     }
 
 
-def _answer(node: Node, req: Any, on_leave: Callable[[], None]) -> dict[str, Any]:
+async def _revoke(node: Node, req: dict[str, Any]) -> dict[str, Any]:
+    items = req.get("revocations")
+    if (
+        not isinstance(items, list)
+        or not 0 < len(items) <= REVOCATIONS_PER_REQUEST_MAX
+        or not all(isinstance(h, str) for h in items)
+    ):
+        return {"ok": False, "error": f"revocations must be a list of 1..{REVOCATIONS_PER_REQUEST_MAX} hex strings"}
+    try:
+        blobs = [bytes.fromhex(h) for h in items]
+    except ValueError:
+        return {"ok": False, "error": "a revocation is not valid hex"}
+    try:
+        revoked = await node.add_revocations(blobs)
+    except (MeshError, ValueError) as exc:
+        return {"ok": False, "error": str(exc)}
+    return {"ok": True, "revoked": [n.hex() for n in revoked]}
+
+
+async def _answer(node: Node, req: Any, on_leave: Callable[[], None]) -> dict[str, Any]:
     if not isinstance(req, dict) or not isinstance(req.get("op"), str):
         return {"ok": False, "error": 'a request is a JSON object like {"op": "members"}'}
     op = req["op"]
@@ -106,13 +127,16 @@ def _answer(node: Node, req: Any, on_leave: Callable[[], None]) -> dict[str, Any
             "self": node.node_id.hex(),
             "checksum": node.checksum(),
             "members": [member_to_json(m) for m in node.members()],
+            "drops": dict(node.statistics().drops),
         }
     if op == "stats":
         return {"ok": True, "stats": _jsonable(node.statistics())}
     if op == "leave":
         on_leave()
         return {"ok": True}
-    return {"ok": False, "error": f"unknown op {op!r:.40}; use members, stats or leave"}
+    if op == "revoke":
+        return await _revoke(node, req)
+    return {"ok": False, "error": f"unknown op {op!r:.40}; use members, stats, leave or revoke"}
 
 
 async def _serve_client(
@@ -141,7 +165,7 @@ async def _serve_client(
             except ValueError:
                 answer: dict[str, Any] = {"ok": False, "error": "request is not valid JSON"}
             else:
-                answer = _answer(node, req, on_leave)
+                answer = await _answer(node, req, on_leave)
             await stream.send_all(json.dumps(answer).encode() + b"\n")
 
 
@@ -209,7 +233,9 @@ def _is_live(path: Path) -> bool:
     return True
 
 
-def request_sync(path: Path | str, op: str, *, timeout_s: float = 5.0) -> dict[str, Any]:
+def request_sync(
+    path: Path | str, op: str, *, timeout_s: float = 5.0, fields: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Send one request to the agent at `path` and return its answer (blocking; for the CLI,
     the demo and the benchmarks). Raises `ControlError` with a readable message."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -222,7 +248,7 @@ def request_sync(path: Path | str, op: str, *, timeout_s: float = 5.0) -> dict[s
         except OSError as exc:
             raise ControlError(f"cannot reach the agent at {path}: {exc.strerror or exc}") from None
         try:
-            s.sendall(json.dumps({"op": op}).encode() + b"\n")
+            s.sendall(json.dumps({**(fields or {}), "op": op}).encode() + b"\n")
             buf = bytearray()
             while not buf.endswith(b"\n"):
                 chunk = s.recv(1 << 16)

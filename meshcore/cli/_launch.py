@@ -40,8 +40,12 @@ class AgentProcess:
         join: list[str] | None = None,
         profile: str = "local",
         key: Path | None = None,
+        credentials: Path | None = None,
+        insecure: bool = False,
         extra: list[str] | None = None,
     ) -> None:
+        """`credentials`: a directory written by `make_throwaway_cluster(directory=...)`
+        (or `SecureCluster`) holding NAME.key, NAME.cert and authority.pub."""
         self.name = name
         self.workdir = workdir
         self.control = workdir / f"{name}.sock"
@@ -53,8 +57,16 @@ class AgentProcess:
         ]
         for seed in join or []:
             self._argv += ["--join", seed]
-        if key is not None:
+        if credentials is not None:
+            self._argv += [
+                "--key", str(credentials / f"{name}.key"),
+                "--cert", str(credentials / f"{name}.cert"),
+                "--authority", str(credentials / "authority.pub"),
+            ]
+        elif key is not None:
             self._argv += ["--key", str(key)]
+        if insecure:
+            self._argv += ["--insecure"]
         self._argv += extra or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.addr: Addr | None = None
@@ -113,8 +125,10 @@ class AgentProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def request(self, op: str, *, timeout_s: float = 2.0) -> dict[str, Any]:
-        return request_sync(self.control, op, timeout_s=timeout_s)
+    def request(
+        self, op: str, *, timeout_s: float = 2.0, fields: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return request_sync(self.control, op, timeout_s=timeout_s, fields=fields)
 
     def members(self, *, timeout_s: float = 2.0) -> list[dict[str, Any]] | None:
         """The agent's member list, or None when it does not answer."""

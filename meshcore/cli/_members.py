@@ -1,5 +1,10 @@
-"""`meshcore members`, `meshcore stats`, `meshcore leave`: talk to a running agent over its
-control socket (see `_control`)."""
+"""`meshcore members`, `meshcore stats`, `meshcore leave`, `meshcore revoke FILE`: talk to a
+running agent over its control socket (see `_control`).
+
+`members --json` prints ``{"self", "checksum", "members": [...], "drops": {name: count}}``;
+`revoke FILE` sends the signed revocations of FILE (the authority's `revocations` file, as
+written by `meshcore authority revoke`) to the agent, which checks, applies and gossips them.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +32,9 @@ def add_client_parsers(subparsers: Any) -> None:
     p = subparsers.add_parser("stats", help="print a running agent's counters as JSON")
     _add_target(p)
     p = subparsers.add_parser("leave", help="ask a running agent to leave and exit")
+    _add_target(p)
+    p = subparsers.add_parser("revoke", help="inject signed revocations into a running agent")
+    p.add_argument("file", metavar="FILE", help="revocations file (from `meshcore authority revoke`)")
     _add_target(p)
 
 
@@ -62,10 +70,25 @@ def run_client(args: argparse.Namespace) -> int:
         from ..errors import ConfigError
 
         raise ConfigError("--timeout must be in (0, 600] seconds")
-    answer = request_sync(path, args.command, timeout_s=args.timeout)
+    fields: dict[str, Any] | None = None
+    if args.command == "revoke":
+        from ..security import RevocationStore
+
+        revocations = RevocationStore(args.file).load()
+        if not revocations:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"{args.file}: no revocation in it (or no such file)")
+        fields = {"revocations": [r.encode().hex() for r in revocations]}
+    answer = request_sync(path, args.command, timeout_s=args.timeout, fields=fields)
+    if args.command == "revoke":
+        revoked = answer.get("revoked", [])
+        print(f"{len(revoked)} node(s) newly revoked" + "".join(f"\n  {n}" for n in revoked))
+        return 0
     if args.command == "members":
         if args.json:
-            print(json.dumps(answer["members"], indent=2))
+            keys = ("self", "checksum", "members", "drops")
+            print(json.dumps({k: answer.get(k) for k in keys}, indent=2))
         else:
             print(format_members(answer))
     elif args.command == "stats":

@@ -17,7 +17,6 @@ Stamps travel as their 28-byte `Stamp.to_bytes()` form; a record travels as
 from __future__ import annotations
 
 import enum
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ import cbor2
 
 from .._types import NODE_ID_BYTES
 from ..errors import DecodeError
+from ..wire import decode_envelope
 from ._hlc import Stamp
 from ._namespace import NAME_CHARS_MAX
 from ._record import KEY_BYTES_MAX, VALUE_BYTES_MAX, Record
@@ -342,43 +342,7 @@ _DECODERS: dict[int, tuple[int, Callable[[list[Any]], KvMessage]]] = {
 }
 
 
-def _reject_tag(_decoder: Any, tag: Any) -> Any:
-    # cbor2 calls tag_hook(decoder, tag) and wraps what it raises; decode_kv unwraps it.
-    raise DecodeError(f"CBOR tag {getattr(tag, 'tag', '?')} not allowed in a kv message")
-
-
 def decode_kv(data: bytes) -> KvMessage:
     """Decode one kv message; raise `DecodeError` (and nothing else) for any bad input."""
-    if type(data) is not bytes:
-        raise DecodeError(f"expected bytes, got {type(data).__name__}")
-    if len(data) > KV_MESSAGE_BYTES_MAX:
-        raise DecodeError(f"kv message of {len(data)} bytes exceeds the limit of {KV_MESSAGE_BYTES_MAX}")
-    try:
-        fp = io.BytesIO(data)
-        top = cbor2.CBORDecoder(fp, tag_hook=_reject_tag).decode()
-        trailing = len(data) - fp.tell()
-    except DecodeError:
-        raise
-    except Exception as exc:  # cbor2 raises several types on garbage; funnel them all
-        inner = exc.__cause__ or exc.__context__  # cbor2 wraps what our tag hook raised
-        if isinstance(inner, DecodeError):
-            raise DecodeError(str(inner)) from None
-        raise DecodeError(f"malformed CBOR: {exc.__class__.__name__}"[:200]) from None
-    if trailing:
-        raise DecodeError(f"{trailing} trailing bytes after the kv message")
-    if type(top) is not list or len(top) < 2:
-        raise DecodeError("not a kv frame (expected [version, type, ...])")
-    if type(top[0]) is not int or top[0] != KV_WIRE_VERSION:
-        raise DecodeError(f"unsupported kv wire version {top[0]!r:.20} (this node speaks {KV_WIRE_VERSION})")
-    entry = _DECODERS.get(top[1]) if type(top[1]) is int else None
-    if entry is None:
-        raise DecodeError(f"unknown kv message type {top[1]!r:.20}")
-    arity, build = entry
-    if len(top) != arity + 2:
-        raise DecodeError(f"kv message type {top[1]} takes {arity} fields, got {len(top) - 2}")
-    try:
-        return build(top[2:])
-    except DecodeError:
-        raise
-    except (ValueError, TypeError) as exc:
-        raise DecodeError(str(exc)[:200]) from None
+    return decode_envelope(data, version=KV_WIRE_VERSION, decoders=_DECODERS,
+                           bytes_max=KV_MESSAGE_BYTES_MAX, what="kv message")

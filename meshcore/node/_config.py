@@ -1,9 +1,16 @@
 """`NodeConfig`: everything a node needs to start, checked when it is built.
 
 A bad value raises `ConfigError` naming the field and the fix, so the CLI can print it on
-one line. Keys: an Ed25519 key (a `nacl.signing.SigningKey`, a `meshcore.security`
-`SigningKey`, or the path of a key file written by `meshcore keygen`); when none is given a
-throwaway key is generated, so the node gets a fresh identity on each start.
+one line.
+
+Secure by default: a node needs credentials, either `credentials=` (a loaded
+`meshcore.security.Credentials`, e.g. from `make_throwaway_cluster` in tests and the demo)
+or the files `key` (written by `meshcore keygen`), `cert` (by `meshcore authority sign`)
+and `authorities` (the cluster's `authority.pub`, two during a key rollover), plus an
+optional `revocations` store. A missing one is a `CredentialError` that names it and the
+command that makes it. `insecure=True` runs without any of this (plain datagrams and
+streams, a throwaway key unless `key` is given); it is for local experiments only, is never
+the default, and the node logs a warning when it starts that way.
 """
 
 from __future__ import annotations
@@ -21,10 +28,18 @@ from .._types import Addr
 from ..errors import ConfigError, CredentialError
 from ..wire import NodeMeta
 
-__all__ = ["NodeConfig", "PROFILES", "parse_addr", "resolve_signing_key", "advertised_addr"]
+__all__ = [
+    "NodeConfig",
+    "PROFILES",
+    "parse_addr",
+    "parse_seed",
+    "resolve_signing_key",
+    "advertised_addr",
+]
 
 PROFILES = ("lan", "wan", "local", "memberlist", "swim")
 SEEDS_MAX = 64
+AUTHORITIES_MAX = 2
 EVENTS_BUFFER_MAX = 1_000_000
 
 
@@ -50,6 +65,16 @@ def parse_addr(text: str, *, what: str = "address", default_port: int | None = N
     if not 0 <= port <= 65535:
         raise ConfigError(f"{what} {text!r}: port {port} is out of range 0..65535")
     return (_numeric_host(host, what=what, text=text), port)
+
+
+def parse_seed(text: str, *, default_port: int | None = None) -> tuple[Addr, bool]:
+    """A seed `HOST:PORT` or `ws://HOST:PORT` -> (numeric address, over WebSocket?)."""
+    if text.strip().startswith(("ws://", "wss://")):
+        from ..runtime._ws import parse_ws_url
+
+        host, port = parse_ws_url(text)
+        return (_numeric_host(host, what="seed", text=text), port), True
+    return parse_addr(text, what="seed", default_port=default_port), False
 
 
 def _numeric_host(host: str, *, what: str, text: str) -> str:
@@ -116,6 +141,17 @@ class NodeConfig:
     events_buffer_max: int = 1024
     #: How long `leave()` keeps gossiping the leave before it returns; None: from the profile.
     leave_linger_s: float | None = None
+    #: Loaded credentials (a `meshcore.security.Credentials`); or give the files below.
+    credentials: Any = None
+    cert: str | os.PathLike[str] | None = None
+    authorities: tuple[str | os.PathLike[str], ...] = ()
+    revocations: str | os.PathLike[str] | None = None
+    #: Plain datagrams and streams, no admission: local experiments only, never the default.
+    insecure: bool = False
+    #: Also accept streams over WebSocket here ("HOST:PORT"; port 0: any).
+    ws_bind: Addr | str | None = None
+    #: Seeds reached over WebSocket (filled from `ws://` entries of `seeds`).
+    ws_seeds: tuple[Addr, ...] = ()
 
     def __post_init__(self) -> None:
         if type(self.host) is not str or not self.host:
@@ -141,9 +177,13 @@ class NodeConfig:
         if len(seeds) > SEEDS_MAX:
             raise ConfigError(f"at most {SEEDS_MAX} seeds, got {len(seeds)}")
         clean: list[Addr] = []
+        ws_seeds = list(self.ws_seeds)
         for s in seeds:
             if isinstance(s, str):
-                clean.append(parse_addr(s, what="seed"))
+                addr, over_ws = parse_seed(s)
+                clean.append(addr)
+                if over_ws:
+                    ws_seeds.append(addr)
             elif (
                 isinstance(s, Sequence)
                 and len(s) == 2
@@ -154,6 +194,13 @@ class NodeConfig:
             else:
                 raise ConfigError(f"seed {s!r:.60} must be 'HOST:PORT' or (host, port)")
         object.__setattr__(self, "seeds", tuple(clean))
+        object.__setattr__(self, "ws_seeds", tuple(dict.fromkeys(ws_seeds)))
+        if isinstance(self.ws_bind, str):
+            object.__setattr__(self, "ws_bind", parse_addr(self.ws_bind, what="ws_bind"))
+        elif self.ws_bind is not None and not (
+            isinstance(self.ws_bind, tuple) and len(self.ws_bind) == 2 and type(self.ws_bind[1]) is int
+        ):
+            raise ConfigError(f"ws_bind {self.ws_bind!r:.60} must be 'HOST:PORT' or (host, port)")
         tags = self.tags.items() if isinstance(self.tags, Mapping) else self.tags
         try:
             object.__setattr__(self, "tags", tuple(sorted(tuple(t) for t in tags)))
@@ -175,6 +222,56 @@ class NodeConfig:
             raise ConfigError("leave_linger_s must be a number of seconds in 0..600, or None")
         if isinstance(self.key, str | Path) and not str(self.key):
             raise ConfigError("key path is empty; give the path of a key file or no key")
+        if type(self.insecure) is not bool:
+            raise ConfigError("insecure must be True or False")
+        object.__setattr__(self, "authorities", tuple(self.authorities))
+        if len(self.authorities) > AUTHORITIES_MAX:
+            raise ConfigError(f"trust at most {AUTHORITIES_MAX} authorities (old and new during a rollover)")
+        if not self.insecure:
+            self._check_credentials_given()
+
+    def _check_credentials_given(self) -> None:
+        if self.credentials is not None:
+            from ..security import Credentials
+
+            if not isinstance(self.credentials, Credentials):
+                raise ConfigError("credentials must be a meshcore.security.Credentials")
+            return
+        if self.key is None:
+            raise CredentialError(
+                "no node key configured: create one with `meshcore keygen --out node.key` "
+                "and pass --key node.key (or run --insecure for a local experiment)"
+            )
+        if self.cert is None:
+            key_hint = f"{self.key}.pub" if isinstance(self.key, str | os.PathLike) else "node.key.pub"
+            raise CredentialError(
+                "no node certificate configured: have the operator run `meshcore authority "
+                f"sign DIR --node-pub {key_hint} --name NAME --site SITE --region REGION "
+                "--out node.cert` and pass --cert node.cert"
+            )
+        if not self.authorities:
+            raise CredentialError(
+                "no trusted authority configured: pass --authority authority.pub (the "
+                "cluster's public authority file from `meshcore authority init`)"
+            )
+
+    def load_credentials(self, now: float) -> Any:
+        """The node's `Credentials` (loading and checking the files at `now`), or None
+        when running insecure. Raises `CredentialError` naming the file and the fix."""
+        if self.insecure:
+            return None
+        if self.credentials is not None:
+            return self.credentials
+        from ..security import load_credentials
+
+        if not isinstance(self.key, str | os.PathLike):
+            raise CredentialError(
+                "with certificate files, key must be the path of the key file they certify"
+            )
+        assert self.cert is not None
+        return load_credentials(
+            self.key, self.cert, self.authorities, now=now, revocations_path=self.revocations
+        )
 
     def meta(self) -> NodeMeta:
         try:

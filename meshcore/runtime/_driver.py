@@ -12,6 +12,10 @@ and counted (UDP is lossy anyway, and the core must never fall behind unboundedl
 `streams_out_max` outgoing stream requests run at once (beyond that the core is told the
 request failed). An exception escaping the core is a core bug: it is logged with its
 traceback and counted, and the node keeps serving (a packet must never kill a node).
+
+A datagram the sealer cannot seal (no key for that address yet) is dropped, counted, and
+triggers a key-exchange-only stream connection to the address (the handshake admits both
+sides), at most once per `handshake_retry_s` per address and `handshakes_max` at once.
 """
 
 from __future__ import annotations
@@ -67,6 +71,11 @@ class DriverLimits:
     streams_out_max: int = 64
     #: How long a peer may take to send its request on an accepted stream and read our reply.
     stream_serve_timeout_s: float = 10.0
+    #: Key-exchange handshakes for unsealable destinations: per-address spacing, at once,
+    #: and how many addresses are remembered for the spacing.
+    handshake_retry_s: float = 2.0
+    handshakes_max: int = 16
+    handshake_addrs_max: int = 4096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +84,10 @@ class DriverStatistics:
     datagrams_dropped_sealer: int
     datagrams_dropped_inbox_full: int
     datagrams_out: int
+    datagrams_unsealable: int
+    datagram_seal_errors: int
+    handshakes_requested: int
+    handshakes_only_in: int
     stream_requests_out: int
     stream_requests_failed: int
     stream_requests_in: int
@@ -132,11 +145,17 @@ class Driver:
         )
         self._nursery: trio.Nursery | None = None
         self._streams_out = 0
+        self._handshakes = 0
+        self._handshake_at: dict[Addr, float] = {}
         self._c = {
             "datagrams_in": 0,
             "datagrams_dropped_sealer": 0,
             "datagrams_dropped_inbox_full": 0,
             "datagrams_out": 0,
+            "datagrams_unsealable": 0,
+            "datagram_seal_errors": 0,
+            "handshakes_requested": 0,
+            "handshakes_only_in": 0,
             "stream_requests_out": 0,
             "stream_requests_failed": 0,
             "stream_requests_in": 0,
@@ -266,8 +285,18 @@ class Driver:
             eff = pending.popleft()
             t = type(eff)
             if t is SendDatagram:
-                sealed = self._sealer.seal(eff.addr, eff.data)  # type: ignore[union-attr]
-                await self._transport.send_datagram(eff.addr, sealed)  # type: ignore[union-attr]
+                addr = eff.addr  # type: ignore[union-attr]
+                try:
+                    sealed = self._sealer.seal(addr, eff.data)  # type: ignore[union-attr]
+                except (MeshError, ValueError):
+                    self._c["datagram_seal_errors"] += 1
+                    log.exception("cannot seal a datagram for %s:%s", addr[0], addr[1])
+                    continue
+                if sealed is None:
+                    self._c["datagrams_unsealable"] += 1
+                    self._want_handshake(addr)
+                    continue
+                await self._transport.send_datagram(addr, sealed)
                 self._c["datagrams_out"] += 1
             elif t is SetTimer:
                 self._timers.push(eff.at, eff.timer)  # type: ignore[union-attr]
@@ -282,6 +311,35 @@ class Driver:
                     self._nursery.start_soon(self._stream_request, send)
             else:
                 self._on_event(eff)  # type: ignore[arg-type]
+
+    def _want_handshake(self, addr: Addr) -> None:
+        """Rate-limited: open a stream to `addr` only to run the handshake (key exchange)."""
+        if self._nursery is None or self._handshakes >= self._limits.handshakes_max:
+            return
+        now = trio.current_time()
+        last = self._handshake_at.get(addr)
+        if last is not None and now - last < self._limits.handshake_retry_s:
+            return
+        self._handshake_at[addr] = now
+        if len(self._handshake_at) > self._limits.handshake_addrs_max:
+            del self._handshake_at[next(iter(self._handshake_at))]
+        self._handshakes += 1
+        self._c["handshakes_requested"] += 1
+        self._nursery.start_soon(self._handshake_only, addr)
+
+    async def _handshake_only(self, addr: Addr) -> None:
+        try:
+            with trio.move_on_after(self._limits.stream_serve_timeout_s):
+                raw = await self._transport.connect_stream(addr)
+                try:
+                    stream = await self._wrap(raw, initiator=True, peer=addr)
+                    await stream.aclose()
+                finally:
+                    await trio.aclose_forcefully(raw)
+        except _STREAM_ERRORS as exc:
+            log.debug("key exchange with %s:%s failed: %r", addr[0], addr[1], exc)
+        finally:
+            self._handshakes -= 1
 
     # --- helper tasks -----------------------------------------------------------------
 
@@ -324,7 +382,16 @@ class Driver:
         with trio.move_on_after(self._limits.stream_serve_timeout_s):
             try:
                 stream = await self._wrap(raw, initiator=False, peer=peer)
+            except _STREAM_ERRORS as exc:
+                self._c["stream_requests_in_bad"] += 1
+                log.debug("stream handshake from %s:%s failed: %r", peer[0], peer[1], exc)
+                return
+            try:
                 request = await stream.receive_message()
+            except trio.EndOfChannel:
+                # A key exchange only: the peer closed cleanly after the handshake.
+                self._c["handshakes_only_in"] += 1
+                return
             except _STREAM_ERRORS as exc:
                 self._c["stream_requests_in_bad"] += 1
                 log.debug("bad stream request from %s:%s: %r", peer[0], peer[1], exc)

@@ -51,10 +51,12 @@ class DatagramSealer(Protocol):
     """Seal outgoing plaintext for `peer`; open incoming data from `src`.
 
     `open` returns the plaintext, or None when the datagram must be dropped (it counts the
-    drop itself). Neither method may raise on remote input.
+    drop itself). `seal` returns None when no key for `peer` is known yet (the driver drops
+    the datagram and asks for a stream handshake to `peer`). Neither method may raise on
+    remote input.
     """
 
-    def seal(self, peer: Addr, plaintext: bytes) -> bytes: ...
+    def seal(self, peer: Addr, plaintext: bytes) -> bytes | None: ...
 
     def open(self, src: Addr, data: bytes) -> bytes | None: ...
 

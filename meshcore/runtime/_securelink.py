@@ -225,7 +225,9 @@ class SecureStreamWrapper:
 
     `certificate_for(addr)` may return the known certificate of the peer at `addr` (the
     initiator then uses IK); `on_peer(cert, addr)` is called after every successful
-    handshake (e.g. to admit the peer to the datagram sealer).
+    handshake (e.g. to admit the peer to the datagram sealer); `on_handshake(cert, addr,
+    initiator)` too, for callers that must tell a listening address (initiator) from an
+    ephemeral source port (responder).
     """
 
     def __init__(
@@ -236,6 +238,7 @@ class SecureStreamWrapper:
         limiter: RateLimiter | None = None,
         certificate_for: Callable[[Addr], Certificate | None] | None = None,
         on_peer: Callable[[Certificate, Addr], None] | None = None,
+        on_handshake: Callable[[Certificate, Addr, bool], None] | None = None,
         limits: FrameLimits = DEFAULT_FRAME_LIMITS,
         timeout_s: float = 10.0,
     ) -> None:
@@ -244,6 +247,7 @@ class SecureStreamWrapper:
         self._limiter = limiter if limiter is not None else RateLimiter(20.0, 40.0)
         self._certificate_for = certificate_for
         self._on_peer = on_peer
+        self._on_handshake = on_handshake
         self._limits = limits
         self._timeout_s = timeout_s
 
@@ -265,6 +269,8 @@ class SecureStreamWrapper:
         )
         if self._on_peer is not None:
             self._on_peer(link.peer, peer)
+        if self._on_handshake is not None:
+            self._on_handshake(link.peer, peer, initiator)
         return link
 
 

@@ -4,6 +4,13 @@ I/O-free: no trio, no sockets, no clock reads (time is an argument or an injecte
 randomness for keys comes from the OS (os.urandom), never from a global `random`.
 """
 
+from ._broadcasts import (
+    REVOCATION_PREFIX,
+    SYSTEM_PREFIX,
+    decode_revocation_broadcast,
+    encode_revocation_broadcast,
+    is_system_broadcast,
+)
 from ._cert import (
     CERT_BYTES_MAX,
     Authority,
@@ -48,6 +55,8 @@ from ._statements import StatementSigner, StatementVerifier
 from ._trust import TrustStore
 
 __all__ = [
+    "REVOCATION_PREFIX", "SYSTEM_PREFIX", "decode_revocation_broadcast",
+    "encode_revocation_broadcast", "is_system_broadcast",
     "CERT_BYTES_MAX", "Authority", "AuthorityPublic", "Certificate", "Revocation",
     "decode_certificate", "decode_revocation",
     "Counters", "DropLog",

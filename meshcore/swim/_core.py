@@ -144,6 +144,8 @@ class Swim:
         incarnation: int = 0,
         signer: Callable[[bytes], bytes] | None = None,
         verifier: Callable[[NodeId, bytes, bytes], bool] | None = None,
+        cert: bytes = b"",
+        admit: Callable[[NodeId, bytes], bool] | None = None,
     ) -> None:
         self._config = config
         self._id = node_id
@@ -153,6 +155,11 @@ class Swim:
         self._inc = incarnation
         self._signer = signer
         self._verifier = verifier
+        # The security layer: our certificate rides in our own Alive; `admit(node, cert)`
+        # vets every other node's certificate before its record's signature is checked.
+        self._cert = cert
+        self._admit = admit
+        self._certs: dict[NodeId, bytes] = {}
         self._table = MemberTable()
         self._self_rec = MemberRecord(node=node_id, addr=addr, meta=meta, incarnation=incarnation,
                                       status=Status.ALIVE, since=0.0)
@@ -276,9 +283,14 @@ class Swim:
         for st in states:
             if st.node == self._id or st.status is not Status.ALIVE or table.get(st.node):
                 continue
+            if self._admit is not None and not self._admit(st.node, st.cert):
+                self._drop("not_admitted")
+                continue
             if self._verifier is not None and not self._verifier(st.node, alive_signing_bytes(st), st.signature):
                 self._drop("bad_signature")
                 continue
+            if st.cert:
+                self._certs[st.node] = st.cert
             table.add(MemberRecord(node=st.node, addr=st.addr, meta=st.meta, incarnation=st.incarnation,
                                    status=Status.ALIVE, since=now, signature=st.signature))
             self._by_addr[st.addr] = st.node
@@ -511,7 +523,8 @@ class Swim:
             del seen[next(iter(seen))]
 
     def _sign_self(self) -> None:
-        alive = Alive(node=self._id, incarnation=self._inc, addr=self._addr, meta=self._meta)
+        alive = Alive(node=self._id, incarnation=self._inc, addr=self._addr, meta=self._meta,
+                      cert=self._cert)
         if self._signer is not None:
             alive = dataclasses.replace(alive, signature=self._signer(alive_signing_bytes(alive)))
         self._self_rec.signature = alive.signature
@@ -578,9 +591,14 @@ class Swim:
         if node in self._expelled:
             self._drop("expelled")
             return
+        if self._admit is not None and not self._admit(node, a.cert):
+            self._drop("not_admitted")
+            return
         if self._verifier is not None and not self._verifier(node, alive_signing_bytes(a), a.signature):
             self._drop("bad_signature")
             return
+        if a.cert:
+            self._certs[node] = a.cert
         if data is None:
             data = encode_update(a)
         if rec is None:
@@ -823,6 +841,7 @@ class Swim:
             if rec is not None and rec.status is Status.DEAD:
                 self._by_addr.pop(rec.addr, None)
                 self._table.remove(node)
+                self._certs.pop(node, None)
 
     def _probe_tick(self, now: float, out: list[Effect]) -> None:
         if self._left:
@@ -940,7 +959,8 @@ class Swim:
             return cached[1]
         states = tuple(
             MemberState(node=r.node, incarnation=r.incarnation, addr=r.addr, meta=r.meta,
-                        status=r.status, signature=r.signature)
+                        status=r.status, signature=r.signature,
+                        cert=self._cert if r.node == self._id else self._certs.get(r.node, b""))
             for r in self._table.records.values()
         )
         body = encode(PushPull(sender=self._id, join=join, reply=reply, states=states))
@@ -984,10 +1004,10 @@ class Swim:
                     continue
                 if status is Status.SUSPECT:  # learn it first, then take the suspicion
                     self._on_alive(now, Alive(node=st.node, incarnation=st.incarnation, addr=st.addr,
-                                              meta=st.meta, signature=st.signature), out)
+                                              meta=st.meta, signature=st.signature, cert=st.cert), out)
             if status is Status.ALIVE:
                 self._on_alive(now, Alive(node=st.node, incarnation=st.incarnation, addr=st.addr,
-                                          meta=st.meta, signature=st.signature), out)
+                                          meta=st.meta, signature=st.signature, cert=st.cert), out)
             elif status is Status.LEFT:
                 self._on_dead(now, Dead(node=st.node, incarnation=st.incarnation, by=st.node), out)
             else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Union
 
 from .._types import Addr, NodeId
 from ..wire import NodeMeta, Status
@@ -100,4 +99,4 @@ class UserBroadcast:
     payload: bytes
 
 
-Effect = Union[SendDatagram, SendStream, SetTimer, MemberEvent, UserBroadcast]
+Effect = SendDatagram | SendStream | SetTimer | MemberEvent | UserBroadcast

@@ -13,7 +13,9 @@ from ._codec import (
     encode_update,
     update_size,
 )
+from ._envelope import decode_envelope, loads_strict
 from ._messages import (
+    ALIVE_CERT_BYTES_MAX,
     Ack,
     Alive,
     Dead,
@@ -32,8 +34,8 @@ from ._messages import (
 
 __all__ = [
     "WIRE_VERSION", "DATAGRAM_BYTES_MAX", "SEAL_OVERHEAD_BYTES_MAX",
-    "DATAGRAM_PAYLOAD_BYTES_MAX", "STREAM_MESSAGE_BYTES_MAX",
-    "encode", "decode", "encode_update", "update_size",
+    "DATAGRAM_PAYLOAD_BYTES_MAX", "STREAM_MESSAGE_BYTES_MAX", "ALIVE_CERT_BYTES_MAX",
+    "encode", "decode", "encode_update", "update_size", "decode_envelope", "loads_strict",
     "alive_signing_bytes", "dead_signing_bytes",
     "Ack", "Alive", "Dead", "MemberState", "Message", "Nack", "NodeMeta", "Ping",
     "PingReq", "PushPull", "Status", "Suspect", "Update", "UserMsg",

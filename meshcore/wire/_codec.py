@@ -8,12 +8,13 @@ or trailing bytes all raise `DecodeError` — the only exception `decode` raises
 
 from __future__ import annotations
 
-import io
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cbor2
 
 from ..errors import DecodeError
+from ._envelope import decode_envelope
 from ._messages import (
     Ack,
     Alive,
@@ -73,7 +74,8 @@ def _addr(a: tuple[str, int]) -> list[Any]:
 def _update_list(u: Update) -> list[Any]:
     t = type(u)
     if t is Alive:
-        return [_ALIVE, u.node, u.incarnation, _addr(u.addr), _meta(u.meta), u.signature]  # type: ignore[union-attr]
+        a: Alive = u  # type: ignore[assignment]
+        return [_ALIVE, a.node, a.incarnation, _addr(a.addr), _meta(a.meta), a.signature, a.cert]
     if t is Suspect:
         return [_SUSPECT, u.node, u.incarnation, u.by]  # type: ignore[union-attr]
     if t is Dead:
@@ -84,7 +86,7 @@ def _update_list(u: Update) -> list[Any]:
 
 
 def _state_list(s: MemberState) -> list[Any]:
-    return [s.node, s.incarnation, _addr(s.addr), _meta(s.meta), int(s.status), s.signature]
+    return [s.node, s.incarnation, _addr(s.addr), _meta(s.meta), int(s.status), s.signature, s.cert]
 
 
 def _message_list(msg: Message) -> list[Any]:
@@ -125,8 +127,11 @@ def update_size(u: Update) -> int:
 
 
 def alive_signing_bytes(u: Alive | MemberState) -> bytes:
-    """The bytes a node signs to vouch for its own Alive record (signature excluded)."""
-    return cbor2.dumps([b"meshcore alive v1", u.node, u.incarnation, _addr(u.addr), _meta(u.meta)])
+    """The bytes a node signs to vouch for its own Alive record (signature excluded; the
+    certificate included, so nobody can staple another certificate to the record)."""
+    return cbor2.dumps(
+        [b"meshcore alive v1", u.node, u.incarnation, _addr(u.addr), _meta(u.meta), u.cert]
+    )
 
 
 def dead_signing_bytes(u: Dead) -> bytes:
@@ -135,10 +140,6 @@ def dead_signing_bytes(u: Dead) -> bytes:
 
 
 # --- decoding -------------------------------------------------------------------------
-
-
-def _reject_tag(tag: Any) -> Any:
-    raise DecodeError(f"CBOR tag {getattr(tag, 'tag', '?')} not allowed")
 
 
 def _list(value: Any, n: int | None, what: str) -> list[Any]:
@@ -164,10 +165,10 @@ def _dec_update(v: Any) -> Update:
     if not items:
         raise DecodeError("empty update")
     kind = items[0]
-    if kind == _ALIVE and len(items) == 6:
+    if kind == _ALIVE and len(items) == 7:
         return Alive(
             node=items[1], incarnation=items[2], addr=_dec_addr(items[3]),
-            meta=_dec_meta(items[4]), signature=items[5],
+            meta=_dec_meta(items[4]), signature=items[5], cert=items[6],
         )
     if kind == _SUSPECT and len(items) == 4:
         return Suspect(node=items[1], incarnation=items[2], by=items[3])
@@ -183,12 +184,12 @@ def _dec_updates(v: Any) -> tuple[Update, ...]:
 
 
 def _dec_state(v: Any) -> MemberState:
-    node, inc, addr, meta, status, sig = _list(v, 6, "member state")
+    node, inc, addr, meta, status, sig, cert = _list(v, 7, "member state")
     if type(status) is not int or not 0 <= status <= 3:
         raise DecodeError(f"bad member status {status!r:.20}")
     return MemberState(
         node=node, incarnation=inc, addr=_dec_addr(addr), meta=_dec_meta(meta),
-        status=Status(status), signature=sig,
+        status=Status(status), signature=sig, cert=cert,
     )
 
 
@@ -236,33 +237,5 @@ def decode(data: bytes, *, bytes_max: int = DATAGRAM_PAYLOAD_BYTES_MAX) -> Messa
     `bytes_max` bounds the input: the datagram default, or `STREAM_MESSAGE_BYTES_MAX` for
     stream messages.
     """
-    if type(data) is not bytes:
-        raise DecodeError(f"expected bytes, got {type(data).__name__}")
-    if len(data) > bytes_max:
-        raise DecodeError(f"message of {len(data)} bytes exceeds the limit of {bytes_max}")
-    try:
-        fp = io.BytesIO(data)
-        top = cbor2.CBORDecoder(fp, tag_hook=_reject_tag).decode()
-        trailing = len(data) - fp.tell()
-    except DecodeError:
-        raise
-    except Exception as exc:  # cbor2 raises several types on garbage; funnel them all
-        raise DecodeError(f"malformed CBOR: {exc.__class__.__name__}: {exc}"[:200]) from None
-    if trailing:
-        raise DecodeError(f"{trailing} trailing bytes after the message")
-    if type(top) is not list or len(top) < 2:
-        raise DecodeError("not a meshcore frame (expected [version, type, ...])")
-    if top[0] != WIRE_VERSION or type(top[0]) is not int:
-        raise DecodeError(f"unsupported wire version {top[0]!r:.20} (this node speaks {WIRE_VERSION})")
-    entry = _DECODERS.get(top[1]) if type(top[1]) is int else None
-    if entry is None:
-        raise DecodeError(f"unknown message type {top[1]!r:.20}")
-    arity, fn = entry
-    if len(top) != arity + 2:
-        raise DecodeError(f"message type {top[1]} takes {arity} fields, got {len(top) - 2}")
-    try:
-        return fn(top[2:])
-    except DecodeError:
-        raise
-    except (ValueError, TypeError) as exc:
-        raise DecodeError(str(exc)[:200]) from None
+    return decode_envelope(data, version=WIRE_VERSION, decoders=_DECODERS, bytes_max=bytes_max,
+                           what="wire message")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Union
 
 from .._types import NODE_ID_BYTES, Addr, NodeId
 
@@ -22,6 +21,7 @@ __all__ = [
     "META_BYTES_MAX",
     "USER_PAYLOAD_BYTES_MAX",
     "SIGNATURE_BYTES_MAX",
+    "ALIVE_CERT_BYTES_MAX",
     "NodeMeta",
     "Alive",
     "Suspect",
@@ -51,6 +51,11 @@ META_BYTES_MAX = 512
 HOST_CHARS_MAX = 253
 USER_PAYLOAD_BYTES_MAX = 1024
 SIGNATURE_BYTES_MAX = 128
+#: A node's certificate travels in its own Alive record (and in push-pull states), so that
+#: every receiver can admit the node before checking the record's signature. Bounded so
+#: that an Alive with full metadata, the longest host name, a signature and a certificate
+#: still fits one datagram (a realistic certificate is ~250 bytes).
+ALIVE_CERT_BYTES_MAX = 416
 SEQ_MAX = 2**63 - 1
 INCARNATION_MAX = 2**63 - 1
 UPDATES_MAX = 64
@@ -168,6 +173,8 @@ class Alive:
     addr: Addr
     meta: NodeMeta
     signature: bytes = b""
+    #: The node's certificate (empty when the mesh runs without the security layer).
+    cert: bytes = b""
 
     def __post_init__(self) -> None:
         _node("node", self.node)
@@ -176,6 +183,7 @@ class Alive:
         if type(self.meta) is not NodeMeta:
             raise ValueError("meta must be a NodeMeta")
         _bytes("signature", self.signature, SIGNATURE_BYTES_MAX)
+        _bytes("cert", self.cert, ALIVE_CERT_BYTES_MAX)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -227,7 +235,7 @@ class UserMsg:
         _bytes("payload", self.payload, USER_PAYLOAD_BYTES_MAX)
 
 
-Update = Union[Alive, Suspect, Dead, UserMsg]
+Update = Alive | Suspect | Dead | UserMsg
 
 
 class Status(enum.IntEnum):
@@ -247,6 +255,7 @@ class MemberState:
     meta: NodeMeta
     status: Status
     signature: bytes = b""
+    cert: bytes = b""
 
     def __post_init__(self) -> None:
         _node("node", self.node)
@@ -257,6 +266,7 @@ class MemberState:
         if not isinstance(self.status, Status):
             raise ValueError(f"status must be a Status, got {self.status!r:.20}")
         _bytes("signature", self.signature, SIGNATURE_BYTES_MAX)
+        _bytes("cert", self.cert, ALIVE_CERT_BYTES_MAX)
 
 
 # --- protocol messages ----------------------------------------------------------------
@@ -360,4 +370,4 @@ class PushPull:
 
 _UPDATE_TYPES = (Alive, Suspect, Dead, UserMsg)
 
-Message = Union[Ping, PingReq, Ack, Nack, PushPull]
+Message = Ping | PingReq | Ack | Nack | PushPull
