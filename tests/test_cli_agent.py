@@ -73,3 +73,22 @@ def test_sigterm_makes_the_agent_leave_gracefully_and_exit_0(pair: tuple[AgentPr
     assert b.stop(timeout_s=WAIT_S) == 0
     wait_until(lambda: any(m["name"] == "beta" and m["status"] == "left" for m in (a.members() or [])))
     assert not b.control.exists()  # the control socket is removed on the way out
+
+
+def test_a_second_sigterm_during_the_leave_still_ends_in_a_clean_exit(
+    pair: tuple[AgentProcess, AgentProcess],
+) -> None:
+    import signal
+    import time
+
+    a, b = pair
+    wait_until(lambda: len([m for m in (a.members() or []) if m["status"] == "alive"]) == 2)
+    assert b.proc is not None
+    b.proc.send_signal(signal.SIGTERM)
+    # An impatient supervisor signals again while the agent is leaving and exiting.
+    for _ in range(20):
+        if b.proc.poll() is not None:
+            break
+        b.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.02)
+    assert b.proc.wait(WAIT_S) == 0

@@ -182,6 +182,11 @@ def agent_settings(args: argparse.Namespace) -> tuple[NodeConfig, Path, str]:
 
 async def run_agent(config: NodeConfig, control: Path) -> None:
     """Run until a signal or a control `leave`, then leave gracefully."""
+    # trio re-raises signals still queued when the receiver closes, with the handlers it
+    # found on entry. Ignoring them on entry means a second SIGTERM from an impatient
+    # supervisor cannot turn a finished graceful leave into death by signal.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(config) as node:
             leave_now = trio.Event()

@@ -69,6 +69,7 @@ class AgentProcess:
             self._argv += ["--insecure"]
         self._argv += extra or []
         self.proc: subprocess.Popen[bytes] | None = None
+        self._term_sent = False
         self.addr: Addr | None = None
         self._log: IO[bytes] | None = None
 
@@ -86,6 +87,7 @@ class AgentProcess:
         """Start the process without waiting (then call `wait_ready`)."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._term_sent = False
         self.proc = subprocess.Popen(
             self._argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, env=env
         )
@@ -145,16 +147,16 @@ class AgentProcess:
 
     def terminate(self) -> None:
         """Send SIGTERM (graceful leave) without waiting; then `stop()` reaps it."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None and not self._term_sent:
             self.proc.send_signal(signal.SIGTERM)
+            self._term_sent = True
 
     def stop(self, *, timeout_s: float = 10.0) -> int | None:
         """SIGTERM (graceful leave), wait, and kill -9 if it does not exit in time.
         Returns the exit code (None if it had to be killed)."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        self.terminate()  # at most one SIGTERM: a second one would cut the leave short
         try:
             code: int | None = self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
