@@ -1,0 +1,22 @@
+"""The examples run as documented (real sockets on 127.0.0.1, bounded time)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.slow
+def test_hello_mesh_joins_broadcasts_updates_and_leaves() -> None:
+    out = subprocess.run([sys.executable, str(EXAMPLES / "hello_mesh.py")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "broadcast: hello from albi" in out.stdout
+    assert "updated: nimes-1 roles=('storage',)" in out.stdout
+    assert "left: nimes-1" in out.stdout
+    assert out.stdout.count(" alive") == 3
