@@ -69,6 +69,7 @@ messages = st.one_of(
                                   cert=st.binary(max_size=100)),
                         max_size=4).map(tuple),
         user_state=st.binary(max_size=50),
+        checksum=st.binary(max_size=32),
     ),
 )
 

@@ -107,7 +107,8 @@ def _message_list(msg: Message) -> list[Any]:
     if t is PushPull:
         pp: PushPull = msg  # type: ignore[assignment]
         states = [_state_list(s) for s in pp.states]
-        return [WIRE_VERSION, _PUSH_PULL, pp.sender, pp.join, pp.reply, states, pp.user_state]
+        return [WIRE_VERSION, _PUSH_PULL, pp.sender, pp.join, pp.reply, states, pp.user_state,
+                pp.checksum]
     raise TypeError(f"not a message: {t.__name__}")
 
 
@@ -217,9 +218,10 @@ def _dec_nack(f: list[Any]) -> Message:
 
 
 def _dec_push_pull(f: list[Any]) -> Message:
-    sender, join, reply, states, user_state = f
+    sender, join, reply, states, user_state, checksum = f
     st = tuple(_dec_state(s) for s in _list(states, None, "states"))
-    return PushPull(sender=sender, join=join, reply=reply, states=st, user_state=user_state)
+    return PushPull(sender=sender, join=join, reply=reply, states=st, user_state=user_state,
+                    checksum=checksum)
 
 
 _DECODERS: dict[int, tuple[int, Callable[[list[Any]], Message]]] = {
@@ -227,7 +229,7 @@ _DECODERS: dict[int, tuple[int, Callable[[list[Any]], Message]]] = {
     _PING_REQ: (6, _dec_ping_req),
     _ACK: (3, _dec_ack),
     _NACK: (3, _dec_nack),
-    _PUSH_PULL: (5, _dec_push_pull),
+    _PUSH_PULL: (6, _dec_push_pull),
 }
 
 

@@ -60,6 +60,7 @@ SEQ_MAX = 2**63 - 1
 INCARNATION_MAX = 2**63 - 1
 UPDATES_MAX = 64
 STATES_MAX = 100_000
+CHECKSUM_BYTES_MAX = 64
 
 
 def _int(name: str, value: object, hi: int) -> None:
@@ -348,13 +349,19 @@ class Nack:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PushPull:
     """Full-state exchange over a stream; `join` marks the first one of a joining node,
-    `reply` the answer."""
+    `reply` the answer.
+
+    `checksum` is the sender's membership checksum. A periodic exchange may open with the
+    checksum alone (no states): when the two views already agree, nothing else crosses the
+    link, which keeps steady-state push-pull to a few dozen bytes plus the handshake.
+    """
 
     sender: NodeId
     join: bool
     reply: bool
     states: tuple[MemberState, ...] = field(default=())
     user_state: bytes = b""
+    checksum: bytes = b""
 
     def __post_init__(self) -> None:
         _node("sender", self.sender)
@@ -366,6 +373,7 @@ class PushPull:
             if type(s) is not MemberState:
                 raise ValueError("states must hold MemberState values")
         _bytes("user_state", self.user_state, 1 << 20)
+        _bytes("checksum", self.checksum, CHECKSUM_BYTES_MAX)
 
 
 _UPDATE_TYPES = (Alive, Suspect, Dead, UserMsg)
