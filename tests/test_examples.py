@@ -20,3 +20,16 @@ def test_hello_mesh_joins_broadcasts_updates_and_leaves() -> None:
     assert "updated: nimes-1 roles=('storage',)" in out.stdout
     assert "left: nimes-1" in out.stdout
     assert out.stdout.count(" alive") == 3
+
+
+@pytest.mark.slow
+def test_failover_moves_the_service_to_another_site_after_a_power_cut() -> None:
+    out = subprocess.run([sys.executable, str(EXAMPLES / "failover.py")],
+                         capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    victim = next(l for l in lines if l.startswith("power cut at ")).split()[-1]
+    moved = next(l for l in lines if "failed over to" in l)
+    assert victim not in moved.split("failed over to")[1]
+    # Exactly one owner before the cut, exactly one more after it.
+    assert sum("starts" in l or "I own" in l for l in lines) == 2
