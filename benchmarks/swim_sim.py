@@ -9,13 +9,21 @@ push-pull), runs `--warmup-s` to settle, then is measured for `--duration-s`:
   survivor detected.
 * false_deaths: distinct (node, incarnation) pairs declared dead (by whoever declared first)
   while the node was running and not stalled. Counted the same way for every profile.
+  A declaration by an observer on the other side of a partition is not false (the node
+  really is unreachable from there), nor is one made within one maximum suspicion timeout
+  after the heal by an observer that was on the other side (its suspicion began while the
+  node was unreachable); those are counted in partition_deaths instead.
 * dissemination_p9999_s: one user broadcast every 5 s from a random live node; the 99.99th
-  percentile over (broadcast, live receiver) of the time to reach it (never = infinity).
+  percentile over (broadcast, live receiver on the sender's side of any partition) of the
+  time to reach it (never = infinity).
 * `--stall F`: a fraction F of nodes pause for U(1, 5) s, again and again (gaps U(5, 25) s).
 * `--partition-s S`: two halves are split at the start of the window for S seconds;
   heal_converge_s is the time from the heal until every live view agrees (equal
   checksums, every live node alive in every view). Crashes then happen after that.
 * msgs/bytes per node per second: datagrams plus stream messages, in the window.
+* `--secure`: the same run with the security layer on in the simulator (certificates in
+  every Alive, signed records, admission, sealed datagrams; see `meshcore/sim/_secure.py`);
+  security_drops counts datagrams and admissions refused (none expected: no outsiders).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import time
 from benchmarks._report import emit, percentile
 from meshcore.sim import NetConfig, World
 from meshcore.swim import EventKind, MemberEvent, UserBroadcast
+from meshcore.swim._suspicion import suspicion_timeout_s
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,12 +52,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-ms", type=float, default=1.0, help="base one-way latency")
     p.add_argument("--jitter-ms", type=float, default=4.0)
     p.add_argument("--verbose", action="store_true", help="print each false death")
+    p.add_argument("--secure", action="store_true",
+                   help="certificates, signed records, admission and sealed datagrams")
 
 
 def run(args: argparse.Namespace) -> None:
     wall0 = time.perf_counter()
     n = args.nodes
-    world = World(args.seed, n, profile=args.profile, bootstrap="warm",
+    world = World(args.seed, n, profile=args.profile, bootstrap="warm", secure=args.secure,
                   net=NetConfig(loss=args.loss, latency_base_s=args.latency_ms / 1000,
                                 latency_jitter_s=args.jitter_ms / 1000))
     plan = random.Random(args.seed * 7919 + 17)
@@ -87,6 +98,19 @@ def run(args: argparse.Namespace) -> None:
 
     # --- observation --------------------------------------------------------------------
     dead_seen: dict[int, dict[int, float]] = {v: {} for v in victims}
+    partition_deaths: set[tuple[bytes, int]] = set()
+    cfg = world.config
+    susp_max_s = cfg.suspicion_max_timeout_mult * max(
+        cfg.suspicion_floor_s, suspicion_timeout_s(cfg.suspicion_mult, n, cfg.probe_interval_s))
+    half = n // 2
+
+    def split_by_partition(now: float, obs: int, target: int) -> bool:
+        if heal_at is None or now < t0:
+            return False
+        if now < heal_at:
+            return world.separated(obs, target)
+        return now <= heal_at + susp_max_s and (obs < half) != (target < half)
+
     first_decl: dict[tuple[bytes, int], bool] = {}
     idx_of = world.ids
 
@@ -94,12 +118,15 @@ def run(args: argparse.Namespace) -> None:
         if e.kind is not EventKind.DEAD:
             return
         target = idx_of[e.member.node]
-        if target in dead_seen:
+        if target in dead_seen and now >= crash_at[target]:  # not a death during a partition
             dead_seen[target].setdefault(obs, now)
         key = (e.member.node, e.member.incarnation)
         if key not in first_decl:
             tn = world.nodes[target]
             first_decl[key] = tn.running and not world.is_stalled(target) and now >= t0
+            if first_decl[key] and split_by_partition(now, obs, target):
+                first_decl[key] = False
+                partition_deaths.add(key)
             if first_decl[key] and args.verbose:
                 print(f"false death t={now:.2f} observer={obs} (stalled={world.is_stalled(obs)}, "
                       f"resumed {now - world.nodes[obs].resumed_at:.2f}s ago) node={target} "
@@ -119,7 +146,9 @@ def run(args: argparse.Namespace) -> None:
         live = [i for i in world.running() if not world.is_stalled(i)]
         origin = live[plan.randrange(len(live))]
         payload = f"b{k}".encode()
-        sent.append((world.now, origin, set(world.running()) - {origin}))
+        # Receivers cut off by an active partition are not expected to get it.
+        receivers = {r for r in world.running() if r != origin and not world.separated(origin, r)}
+        sent.append((world.now, origin, receivers))
         world.do(origin, lambda s, now: s.broadcast(now, payload))
 
     k = 0
@@ -172,14 +201,16 @@ def run(args: argparse.Namespace) -> None:
         "detect_first_p50_s": percentile(detect_first, 50),
         "crashes_detected": detected,
         "false_deaths": sum(1 for v in first_decl.values() if v),
+        "partition_deaths": len(partition_deaths),
         "dissemination_p9999_s": percentile(lat, 99.99),
         "heal_converge_s": heal_converge,
         "msgs_per_node_s": (d1 - d0) / span,
         "bytes_per_node_s": (db1 - db0) / span,
+        "security_drops": sum(world.security_drops().values()),
         "events": world.events_processed,
         "trace_sha256": world.trace_sha256(),
         "wall_s": time.perf_counter() - wall0,
     }
     params = {k: getattr(args, k) for k in ("nodes", "loss", "kill", "stall", "partition_s",
-                                            "duration_s", "seed", "profile")}
+                                            "duration_s", "seed", "profile", "secure")}
     emit("swim-sim", params, metrics, args.json)

@@ -118,6 +118,10 @@ async def main() -> None:
             while len(log) < 2:
                 await trio.sleep(0.05)
         took = float(log[-1].split()[0]) - crashed_at
+        # Every survivor reaches the same verdict on its own (gossip spreads the death).
+        with trio.fail_after(30):
+            while len({getattr(owner(n), "node", None) for n in survivors}) != 1:
+                await trio.sleep(0.05)
         new_owner = owner(survivors[0])
         assert new_owner is not None and new_owner.meta.site != victim
         print(f"'{SERVICE}' failed over to {new_owner.meta.site} {took:.1f} s after the power cut")

@@ -17,6 +17,7 @@ class ScriptedCore:
         self.timers: list[tuple[float, Timer]] = []
         self.datagrams: list[bytes] = []
         self.replies: list[tuple[int, bytes | None]] = []
+        self.refused: list[int] = []
         self.pending: list[Effect] = []
 
     def start(self, now: float, seeds: Sequence[Addr]) -> list[Effect]:
@@ -36,8 +37,10 @@ class ScriptedCore:
         self.replies.append((token, data))
         return []
 
-    def on_stream_failed(self, now: float, token: int) -> list[Effect]:
+    def on_stream_failed(self, now: float, token: int, *, refused: bool = False) -> list[Effect]:
         self.replies.append((token, None))
+        if refused:
+            self.refused.append(token)
         return []
 
     def on_timer(self, now: float, timer: Timer) -> list[Effect]:
@@ -101,4 +104,5 @@ async def test_a_stream_request_gets_the_reply_or_a_failure_for_an_absent_peer(
         await net.transport().send_datagram(a_addr, b"\x00go")
         await trio.sleep(2)
         assert sorted(a.replies, key=lambda r: r[0]) == [(1, b"HELLO"), (2, None)]
+        assert a.refused == [2]  # nothing listens at the absent peer: refused, not timed out
         nursery.cancel_scope.cancel()

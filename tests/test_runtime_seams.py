@@ -93,7 +93,7 @@ def test_timer_heap_refuses_to_grow_without_bound() -> None:
         heap.push(1.0, Timer("c"))
 
 
-async def test_memory_network_delivers_datagrams_and_honours_a_cut() -> None:
+async def test_memory_network_delivers_datagrams_and_honours_a_cut(autojump_clock: object) -> None:
     net = MemoryNetwork()
     a, b = net.transport(), net.transport()
     await a.send_datagram(b.local_addr, b"ping")
@@ -101,8 +101,21 @@ async def test_memory_network_delivers_datagrams_and_honours_a_cut() -> None:
     net.block(a.local_addr, b.local_addr)
     await a.send_datagram(b.local_addr, b"lost")
     assert net.datagrams_dropped == 1
-    with pytest.raises(ConnectionRefusedError):
+    # Across a cut link nothing answers: a connection attempt hangs until the caller's
+    # timeout, as over a real network (only a live host with no listener refuses).
+    with trio.move_on_after(30) as scope:
         await a.connect_stream(b.local_addr)
+    assert scope.cancelled_caught
+
+
+async def test_memory_network_refuses_a_stream_where_nothing_listens() -> None:
+    net = MemoryNetwork()
+    a, b = net.transport(), net.transport()
+    with pytest.raises(ConnectionRefusedError):
+        await a.connect_stream(b.local_addr)  # b never called serve_streams
+    await b.aclose()
+    with pytest.raises(ConnectionRefusedError):
+        await a.connect_stream(b.local_addr)  # b's process is gone
 
 
 async def test_memory_network_streams_reach_the_listener_with_the_peer_address() -> None:

@@ -187,9 +187,50 @@ def test_a_suspicion_times_out_into_death() -> None:
         Suspect(node=_id(2), incarnation=0, by=_id(1)),))))
     assert events(eff, EventKind.SUSPECT)
     t = timers(eff, "suspicion")[0]
-    eff = a.on_timer(t.at, t.timer)
+    eff = a.on_timer(t.at, t.timer)  # time is up: a last look first, no verdict yet
+    assert events(eff, EventKind.DEAD) == []
+    (verdict,) = timers(eff, "suspicion")
+    eff = a.on_timer(verdict.at, verdict.timer)
     assert events(eff, EventKind.DEAD)[0].member.node == _id(2)
     assert a.member(_id(2)).status is Status.DEAD
+
+
+def test_memberlist_declares_a_suspect_dead_as_soon_as_its_timer_expires() -> None:
+    a = make(3, me=0, profile="memberlist")
+    eff = a.on_datagram(1.0, _addr(1), encode(Ack(seq=0, sender=_id(1), updates=(
+        Suspect(node=_id(2), incarnation=0, by=_id(1)),))))
+    t = timers(eff, "suspicion")[0]
+    eff = a.on_timer(t.at, t.timer)
+    assert events(eff, EventKind.DEAD)[0].member.node == _id(2)
+
+
+def test_a_last_look_probes_the_suspect_with_the_suspicion_and_through_helpers() -> None:
+    a = make(6, me=0)
+    eff = a.on_datagram(1.0, _addr(1), encode(Ack(seq=0, sender=_id(1), updates=(
+        Suspect(node=_id(2), incarnation=0, by=_id(1)),))))
+    t = timers(eff, "suspicion")[0]
+    eff = a.on_timer(t.at, t.timer)
+    out = sends(eff)
+    pings = [(addr, m) for addr, m in out if isinstance(m, Ping)]
+    reqs = [(addr, m) for addr, m in out if isinstance(m, PingReq)]
+    assert [addr for addr, _ in pings] == [_addr(2)]
+    assert isinstance(pings[0][1].updates[0], Suspect) and pings[0][1].updates[0].node == _id(2)
+    assert len(reqs) == 3 and all(m.target == _id(2) and m.seq == pings[0][1].seq for _, m in reqs)
+    assert a.statistics().last_looks == 1
+
+
+def test_an_answer_to_the_last_look_relayed_by_a_helper_spares_the_suspect() -> None:
+    a = make(6, me=0)
+    eff = a.on_datagram(1.0, _addr(1), encode(Ack(seq=0, sender=_id(1), updates=(
+        Suspect(node=_id(2), incarnation=0, by=_id(1)),))))
+    t = timers(eff, "suspicion")[0]
+    eff = a.on_timer(t.at, t.timer)
+    (_, req) = next((addr, m) for addr, m in sends(eff) if isinstance(m, PingReq))
+    (verdict,) = timers(eff, "suspicion")
+    a.on_datagram(t.at + 0.01, _addr(3), encode(Ack(seq=req.seq, sender=_id(3))))
+    eff = a.on_timer(verdict.at, verdict.timer)
+    assert events(eff, EventKind.DEAD) == []
+    assert a.member(_id(2)).status is Status.SUSPECT
 
 
 def test_a_stale_suspicion_timer_is_ignored_after_a_refutation() -> None:
@@ -303,3 +344,59 @@ def test_mutated_datagrams_never_raise(data: bytes, pos: int, value: int, how: i
     a.on_datagram(1.0, _addr(1), bytes(b))
     a.on_stream_request(1.0, _addr(1), bytes(b))
     a.on_stream_reply(1.0, 12345, bytes(b))
+
+
+def test_a_reconnect_knocks_on_a_dead_member_before_sending_the_full_state() -> None:
+    from meshcore.wire import STREAM_MESSAGE_BYTES_MAX, PushPull
+
+    a = make(3, me=0)
+    a.on_datagram(1.0, _addr(1), encode(Ack(seq=0, sender=_id(1), updates=(
+        Dead(node=_id(2), incarnation=0, by=_id(1)),))))
+    assert a.member(_id(2)).status is Status.DEAD
+    eff = a.start(2.0, [])
+    rc = timers(eff, "reconnect")[0]
+    eff = a.on_timer(rc.at, rc.timer)
+    (knock,) = [e for e in eff if isinstance(e, SendStream)]
+    assert knock.addr == _addr(2) and isinstance(decode(knock.data), Ping)
+    b = make(3, me=2)
+    reply, _ = b.on_stream_request(rc.at, _addr(0), knock.data)
+    assert reply is not None
+    eff = a.on_stream_reply(rc.at + 0.01, knock.token, reply)
+    (pp,) = [e for e in eff if isinstance(e, SendStream)]
+    assert pp.addr == _addr(2)
+    assert isinstance(decode(pp.data, bytes_max=STREAM_MESSAGE_BYTES_MAX), PushPull)
+
+
+def test_a_failed_knock_sends_nothing_more() -> None:
+    a = make(3, me=0)
+    a.on_datagram(1.0, _addr(1), encode(Ack(seq=0, sender=_id(1), updates=(
+        Dead(node=_id(2), incarnation=0, by=_id(1)),))))
+    eff = a.start(2.0, [])
+    rc = timers(eff, "reconnect")[0]
+    (knock,) = [e for e in a.on_timer(rc.at, rc.timer) if isinstance(e, SendStream)]
+    assert a.on_stream_failed(rc.at + 10.0, knock.token) == []
+    assert a.on_stream_reply(rc.at + 11.0, knock.token, b"late") == []
+
+
+def test_a_dead_member_answering_a_knock_speeds_up_reconnects_until_a_knock_fails() -> None:
+    a = make(40, me=0)  # 38 live members: the slow pace is one reconnect per 38/8 s
+    a.on_datagram(1.0, _addr(1), encode(Ack(seq=0, sender=_id(1), updates=(
+        Dead(node=_id(2), incarnation=0, by=_id(1)), Dead(node=_id(3), incarnation=0, by=_id(1))))))
+    eff = a.start(2.0, [])
+    rc = timers(eff, "reconnect")[0]
+    eff = a.on_timer(rc.at, rc.timer)
+    slow = timers(eff, "reconnect")[0]
+    (knock,) = [e for e in eff if isinstance(e, SendStream)]
+    reply, _ = make(40, me=int(knock.addr[0].rsplit(".", 1)[1]) - 1).on_stream_request(rc.at, _addr(0), knock.data)
+    assert reply is not None
+    eff = a.on_stream_reply(rc.at + 0.01, knock.token, reply)
+    (hot,) = timers(eff, "reconnect")
+    assert hot.at <= rc.at + 1.01 < slow.at and hot.timer.token != slow.timer.token
+    assert a.on_timer(slow.at, slow.timer) == []  # the slow timer is stale now
+    eff = a.on_timer(hot.at, hot.timer)
+    (again,) = timers(eff, "reconnect")
+    assert again.at - hot.at <= 1.0
+    (knock2,) = [e for e in eff if isinstance(e, SendStream)]
+    a.on_stream_failed(again.at - 0.5, knock2.token)
+    eff = a.on_timer(again.at, again.timer)
+    assert timers(eff, "reconnect")[0].at - again.at > 1.0  # cooled down

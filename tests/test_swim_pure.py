@@ -202,3 +202,20 @@ def test_the_swim_core_imports_no_io_and_reads_no_clock() -> None:
         names |= {node.module.split(".")[0] for node in ast.walk(tree)
                   if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
         assert not names & {"trio", "socket", "time", "asyncio", "datetime"}, path.name
+
+
+def test_an_incrementally_encoded_push_pull_is_byte_identical_to_the_codec() -> None:
+    from meshcore.wire import MemberState, NodeMeta, PushPull, Status, decode, encode
+    from meshcore.wire._pushpull import encode_member_state, encode_push_pull
+
+    for n in (0, 1, 23, 24, 255, 256, 300):
+        states = tuple(
+            MemberState(node=bytes([i % 256, i // 256]) + bytes(14), incarnation=i * 7,
+                        addr=(f"10.0.{i // 256}.{i % 256}", 7946), meta=NodeMeta(name=f"n{i}"),
+                        status=Status.SUSPECT if i % 3 else Status.ALIVE, signature=bytes(i % 5))
+            for i in range(n))
+        pp = PushPull(sender=bytes(16), join=n % 2 == 0, reply=True, states=states)
+        fast = encode_push_pull(sender=pp.sender, join=pp.join, reply=pp.reply,
+                                state_items=[encode_member_state(s) for s in states])
+        assert fast == encode(pp)
+        assert decode(fast, bytes_max=1 << 24) == pp

@@ -111,6 +111,23 @@ class _Reply:
 # per-datagram path): ("d", src, plaintext), ("q", src, request, reply), ("r", token,
 # data | None), ("c", fn, reply).
 _DATAGRAM, _REQUEST, _RESULT, _CALL = "d", "q", "r", "c"
+#: A stream request whose connection the peer's host refused (nothing listens there).
+_REFUSED = b"refused"
+
+
+def _is_refused(exc: BaseException) -> bool:
+    """Was this connection actively refused? trio.open_tcp_stream wraps the per-address
+    errors (as the cause, possibly an exception group), so look inside."""
+    seen: list[BaseException] = [exc]
+    while seen:
+        e = seen.pop()
+        if isinstance(e, ConnectionRefusedError):
+            return True
+        if isinstance(e, BaseExceptionGroup):
+            seen.extend(e.exceptions)
+        if e.__cause__ is not None:
+            seen.append(e.__cause__)
+    return False
 
 _STREAM_ERRORS = (
     OSError,
@@ -234,8 +251,10 @@ class Driver:
             await self._apply(self._guard(lambda now: self._core.on_datagram(now, src, data)))
         elif kind == _RESULT:
             token, data = item[1], item[2]
-            if data is None:
-                await self._apply(self._guard(lambda now: self._core.on_stream_failed(now, token)))
+            if data is None or data is _REFUSED:
+                refused = data is _REFUSED
+                await self._apply(self._guard(
+                    lambda now: self._core.on_stream_failed(now, token, refused=refused)))
             else:
                 await self._apply(
                     self._guard(lambda now: self._core.on_stream_reply(now, token, data))
@@ -371,10 +390,10 @@ class Driver:
                     await trio.aclose_forcefully(raw)
         except _STREAM_ERRORS as exc:
             log.debug("stream request to %s:%s failed: %r", send.addr[0], send.addr[1], exc)
-            reply = None
+            reply = _REFUSED if _is_refused(exc) else None
         finally:
             self._streams_out -= 1
-        if reply is None:
+        if reply is None or reply is _REFUSED:
             self._c["stream_requests_failed"] += 1
         await self._inbox_send.send((_RESULT, send.token, reply))
 

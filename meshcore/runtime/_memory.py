@@ -115,14 +115,19 @@ class MemoryTransport(Transport):
 
     async def connect_stream(self, addr: Addr) -> trio.abc.Stream:
         await trio.lowlevel.checkpoint()
-        server = self._network._reachable(self._addr, addr)
+        if (self._addr, addr) in self._network._blocked:
+            # A cut link: nothing answers, the caller times out.
+            await trio.sleep_forever()
+        server = self._network._nodes.get(addr)
         if server is None or not server._listening:
+            # Nothing listens there (the process is gone): the host refuses at once.
             raise ConnectionRefusedError(errno.ECONNREFUSED, f"{addr[0]}:{addr[1]} refused")
         ours, theirs = trio.testing.memory_stream_pair()
         try:
             server._accept_send.send_nowait((theirs, self._addr))
         except trio.WouldBlock:
-            raise ConnectionRefusedError(errno.ECONNREFUSED, "accept queue full") from None
+            # Like a full listen backlog on Linux: the SYN is dropped, not refused.
+            raise TimeoutError(errno.ETIMEDOUT, "accept queue full") from None
         self._counters.streams_opened += 1
         return CountingStream(ours, self._counters)
 

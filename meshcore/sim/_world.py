@@ -14,11 +14,21 @@ reads its sockets. Crash drops everything for that node; restart builds a new `S
 the same node id at incarnation 0, rejoining through the seeds.
 
 Safety checkers run on every step (see `_check`); a violation raises `SafetyViolation`
-with the seed and the last events.
+with the seed and the last events. `checkers` holds more, scenario-specific ones
+(`fn(world, node_index)`, run after every event a node handles).
+
+`secure=True` runs the security layer (see `_secure.py`): certified identities, signed
+Alive records, admission of every record, sealed datagrams (a datagram the receiver cannot
+open is dropped and counted), and streams that succeed only when each side admits the
+other's certificate (the admission check of the Noise handshake, without running Noise).
+Revocations (`revoke(i, revocation)`) spread as system broadcasts; each node verifies one,
+records it and expels the node from its view. `rogues` are nodes certified by another
+authority.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import random
@@ -28,6 +38,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .._types import Addr, NodeId
+from ..security import (
+    CertificateError,
+    Revocation,
+    decode_revocation_broadcast,
+    encode_revocation_broadcast,
+    is_system_broadcast,
+)
 from ..swim import (
     EventKind,
     MemberEvent,
@@ -38,7 +55,8 @@ from ..swim import (
     SwimConfig,
     UserBroadcast,
 )
-from ..wire import MemberState, NodeMeta, Status
+from ..wire import MemberState, NodeMeta, Status, alive_signing_bytes
+from ._secure import EPOCH_S, NodeSecurity, SecureCluster
 
 __all__ = ["World", "SafetyViolation", "NetConfig"]
 
@@ -62,7 +80,7 @@ class NetConfig:
 
 class _Node:
     __slots__ = ("index", "node_id", "addr", "meta", "swim", "epoch", "running", "stalled_until",
-                 "pending", "streams", "restarts", "last_inc", "resumed_at")
+                 "pending", "streams", "restarts", "last_inc", "resumed_at", "sec")
 
     def __init__(self, index: int, node_id: NodeId, addr: Addr, meta: NodeMeta) -> None:
         self.index = index
@@ -78,6 +96,7 @@ class _Node:
         self.restarts = 0
         self.last_inc: dict[NodeId, int] = {}
         self.resumed_at = -1.0
+        self.sec: NodeSecurity | None = None
 
 
 EventListener = Callable[[float, int, MemberEvent], None]
@@ -98,6 +117,8 @@ class World:
         bootstrap: str = "join",
         join_spacing_s: float = 0.05,
         check: bool = True,
+        secure: bool = False,
+        rogues: Sequence[int] = (),
     ) -> None:
         if bootstrap not in ("join", "warm"):
             raise ValueError("bootstrap must be 'join' (real push-pull joins) or 'warm'")
@@ -117,22 +138,37 @@ class World:
         self.stream_msgs = 0
         self.stream_bytes = 0
         self.listeners: list[EventListener] = []
+        self.checkers: list[Callable[[World, int], None]] = []
+        self.secure = secure
+        self.rogues = frozenset(rogues)
+        self.handshakes_refused = 0
+        self.unsealable = 0
+        self.cluster: SecureCluster | None = None
+        if secure:
+            self.cluster = SecureCluster(self.rng, nodes, self.rogues, lambda: EPOCH_S + self.now)
+        elif self.rogues:
+            raise ValueError("rogues only make sense with secure=True")
         self.broadcast_listeners: list[Callable[[float, int, UserBroadcast], None]] = []
         self._group: list[int] = [0] * nodes
         self._udp_blocked: set[int] = set()  # membership only
         self.nodes: list[_Node] = []
         self._by_addr: dict[Addr, int] = {}
         for i in range(nodes):
-            node_id = NodeId(self.rng.getrandbits(128).to_bytes(16, "big"))
+            if self.cluster is not None:
+                node_id = self.cluster.nodes[i].node_id
+            else:
+                node_id = NodeId(self.rng.getrandbits(128).to_bytes(16, "big"))
             addr = (f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 7946)
             meta = NodeMeta(name=f"n{i}", site=f"site{i % 50}", region=f"r{i % 4}")
-            self.nodes.append(_Node(i, node_id, addr, meta))
+            node = _Node(i, node_id, addr, meta)
+            if self.cluster is not None:
+                node.sec = self.cluster.nodes[i]
+            self.nodes.append(node)
             self._by_addr[addr] = i
         self.ids = {n.node_id: n.index for n in self.nodes}
         self.seed_addrs = [n.addr for n in self.nodes[: max(1, seeds)]]
         if bootstrap == "warm":
-            states = [MemberState(node=n.node_id, incarnation=0, addr=n.addr, meta=n.meta,
-                                  status=Status.ALIVE) for n in self.nodes]
+            states = [self._warm_state(n) for n in self.nodes]
             for n in self.nodes:
                 self._boot(n, 0.0, states)
         else:
@@ -144,9 +180,23 @@ class World:
     def _boot_later(self, idx: int, _: object) -> None:
         self._boot(self.nodes[idx], self.now, None)
 
+    def _warm_state(self, n: _Node) -> MemberState:
+        st = MemberState(node=n.node_id, incarnation=0, addr=n.addr, meta=n.meta, status=Status.ALIVE,
+                         cert=b"" if n.sec is None else n.sec.cert_bytes)
+        if n.sec is None:
+            return st
+        return dataclasses.replace(st, signature=n.sec.signer(alive_signing_bytes(st)))
+
     def _boot(self, n: _Node, now: float, states: Sequence[MemberState] | None) -> None:
-        n.swim = Swim(config=self.config, node_id=n.node_id, addr=n.addr, meta=n.meta,
-                      rng=random.Random(self.rng.getrandbits(64)))
+        sec = n.sec
+        if sec is None:
+            n.swim = Swim(config=self.config, node_id=n.node_id, addr=n.addr, meta=n.meta,
+                          rng=random.Random(self.rng.getrandbits(64)))
+        else:
+            sec.new_sealer(now)
+            n.swim = Swim(config=self.config, node_id=n.node_id, addr=n.addr, meta=n.meta,
+                          rng=random.Random(self.rng.getrandbits(64)), cert=sec.cert_bytes,
+                          signer=sec.signer, verifier=sec.verify, admit=sec.admit)
         n.running = True
         n.stalled_until = -1.0
         n.pending = []
@@ -193,6 +243,10 @@ class World:
         self._group = g
         self._record(_CALL, 0, b"partition")
 
+    def separated(self, i: int, j: int) -> bool:
+        """Whether nodes i and j are in different groups of the current partition."""
+        return self._group[i] != self._group[j]
+
     def block_udp(self, i: int, blocked: bool = True) -> None:
         """Drop every datagram to or from node i (a firewall that lets only TCP through)."""
         if blocked:
@@ -200,6 +254,45 @@ class World:
         else:
             self._udp_blocked.discard(i)
         self._record(_CALL, i, b"udp-block" if blocked else b"udp-unblock")
+
+    def revoke(self, i: int, revocation: Revocation) -> None:
+        """Hand a revocation to node i now (as an operator would); it spreads by gossip."""
+        n = self.nodes[i]
+        if n.sec is None or not n.running or n.swim is None:
+            raise ValueError(f"node {i} is not a running node of a secure world")
+        self._record(_CALL, i, b"revoke")
+        self._take_revocation(n, revocation, announce=True)
+
+    def _take_revocation(self, n: _Node, rev: Revocation, *, announce: bool) -> None:
+        sec, swim = n.sec, n.swim
+        assert sec is not None and swim is not None
+        try:
+            new = sec.add_revocation(rev)
+        except CertificateError:
+            sec.refused["revocation_untrusted"] = sec.refused.get("revocation_untrusted", 0) + 1
+            return
+        if not new:
+            return
+        if rev.node != n.node_id:
+            self._apply(n, self.now, swim.expel(self.now, rev.node, "revoked"))
+        if announce:
+            self._apply(n, self.now, swim.broadcast(self.now, encode_revocation_broadcast(rev)))
+
+    def security_drops(self) -> dict[str, int]:
+        """Datagrams and admissions refused, by reason, summed over nodes (secure mode)."""
+        out: dict[str, int] = {}
+        for n in self.nodes:
+            if n.sec is None:
+                continue
+            for reason, count in n.sec.sealer.statistics().drops.items():
+                out[reason] = out.get(reason, 0) + count
+            for reason, count in n.sec.refused.items():
+                out["admit:" + reason] = out.get("admit:" + reason, 0) + count
+        if self.unsealable:
+            out["unsealable"] = self.unsealable
+        if self.handshakes_refused:
+            out["handshake_refused"] = self.handshakes_refused
+        return out
 
     def heal(self) -> None:
         self._group = [0] * len(self.nodes)
@@ -229,7 +322,7 @@ class World:
 
     def converged(self) -> bool:
         """Every running node sees every running node alive and all checksums agree."""
-        live = [n for n in self.nodes if n.running and n.swim is not None]
+        live = [n for n in self.nodes if n.running and n.swim is not None and n.index not in self.rogues]
         if not live:
             return True
         sums = {n.swim.checksum() for n in live}  # type: ignore[union-attr]
@@ -302,6 +395,11 @@ class World:
             if self._group[self._by_addr[a]] != self._group[idx]:
                 return  # the partition started while it was in flight
             self._record(_DG, idx, b)
+            if n.sec is not None:
+                plain = n.sec.sealer.open(a, b)
+                if plain is None:
+                    return  # counted by the sealer
+                b = plain
             self._apply(n, now, swim.on_datagram(now, a, b))
         elif kind == _TM:
             self._record(_TM, idx, a.kind.encode())
@@ -347,9 +445,16 @@ class World:
         for e in effects:
             t = type(e)
             if t is SendDatagram:
-                self.datagrams_sent += 1
-                self.datagram_bytes += len(e.data)
                 dst = self._by_addr.get(e.addr)
+                data = e.data
+                if n.sec is not None:
+                    peer = None if dst is None else self.nodes[dst].node_id
+                    if peer is None or not n.sec.sealer.has_peer(peer):
+                        self.unsealable += 1
+                        continue
+                    data = n.sec.sealer.seal_to(peer, data)
+                self.datagrams_sent += 1
+                self.datagram_bytes += len(data)
                 if dst is None or self._group[dst] != self._group[idx]:
                     continue
                 if self._udp_blocked and (dst in self._udp_blocked or idx in self._udp_blocked):
@@ -359,9 +464,9 @@ class World:
                 if net.loss and rng.random() < net.loss:
                     continue
                 dn = self.nodes[dst]
-                self._schedule(now + self._latency(), _DG, dst, dn.epoch, n.addr, e.data)
+                self._schedule(now + self._latency(), _DG, dst, dn.epoch, n.addr, data)
                 if net.duplicate and rng.random() < net.duplicate:
-                    self._schedule(now + self._latency(), _DG, dst, dn.epoch, n.addr, e.data)
+                    self._schedule(now + self._latency(), _DG, dst, dn.epoch, n.addr, data)
             elif t is SetTimer:
                 self._schedule(max(now, e.at), _TM, idx, n.epoch, e.timer, None)
             elif t is SendStream:
@@ -376,6 +481,8 @@ class World:
                 dn = self.nodes[dst]
                 if not dn.running:
                     continue
+                if n.sec is not None and not self._handshake(n, dn):
+                    continue  # the client sees its stream fail at the deadline
                 self._schedule(now + self._stream_latency(), _SREQ, dst, dn.epoch,
                                (idx, e.token, deadline), e.data)
             elif t is MemberEvent:
@@ -386,12 +493,30 @@ class World:
                 for fn in self.listeners:
                     fn(now, idx, e)
             elif t is UserBroadcast:
+                if n.sec is not None and is_system_broadcast(e.payload):
+                    try:
+                        rev = decode_revocation_broadcast(e.payload)
+                    except CertificateError:
+                        continue
+                    self._take_revocation(n, rev, announce=False)
+                    continue
                 for fb in self.broadcast_listeners:
                     fb(now, idx, e)
         if self.check and n.running and n.swim is not None:
             st = n.swim.status_of(n.node_id)
             if st is not Status.ALIVE and st is not Status.LEFT:
                 self._fail(f"node {idx} marks itself {st}")
+        for check in self.checkers:
+            check(self, idx)
+
+    def _handshake(self, client: _Node, server: _Node) -> bool:
+        """The admission part of the Noise handshake: each side vets the other's certificate."""
+        cs, ss = client.sec, server.sec
+        assert cs is not None and ss is not None
+        if ss.admit(client.node_id, cs.cert_bytes) and cs.admit(server.node_id, ss.cert_bytes):
+            return True
+        self.handshakes_refused += 1
+        return False
 
     # --- safety ---------------------------------------------------------------------
 

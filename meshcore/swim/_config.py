@@ -38,7 +38,9 @@ Our changes over memberlist (the `lan`, `wan`, `local` profiles):
   current Alive, so a stale suspicion cannot linger until it times out into a death;
 * `reconnect_per_s`: periodic push-pull with a random recently dead member (or with a
   seed when no seed is alive in our view), about `reconnect_per_s` times a second for the
-  whole cluster, so a healed partition or a restarted node merges by itself;
+  whole cluster, so a healed partition or a restarted node merges by itself; it knocks
+  first (a stream ping) and sends its full state only to a member that answers, since
+  most recently dead members are really gone;
 * `defer_late_timers`: a suspicion or probe timer that fires late (the node itself was
   paused) is put off by one probe timeout so that the inbox — maybe a refutation, maybe the
   ack — is read before a verdict; a late timer also raises local health;
@@ -46,6 +48,12 @@ Our changes over memberlist (the `lan`, `wan`, `local` profiles):
   declared dead by us when the timer fires; we wait another minimum timeout and probe it
   with the suspicion first (buddy), so it refutes. A crashed node sends nothing, so this
   costs no detection time;
+* `last_look`: when the suspicion timer expires, a member first probes the suspect once
+  more, directly (with the suspicion, so that it refutes) and through `indirect_checks`
+  helpers, and decides one probe timeout later: any answer is proof of life. Under heavy
+  loss a refutation can miss a member for seconds (each copy is lost with probability p),
+  while a fresh round trip usually gets through; a crashed node stays silent, so this
+  costs one probe timeout of detection time;
 * the gossip timer only runs while there is something to send (same behaviour, cheaper).
 """
 
@@ -110,6 +118,15 @@ class SwimConfig:
     reconnect_window_s: float = 3600.0
     defer_late_timers: bool = True
     proof_of_life: bool = True
+    last_look: bool = True
+    #: A stream fallback probe that the target's host refused (nothing listens on the
+    #: port: the process is gone, e.g. kill -9 or a crash) caps our own suspicion of it at
+    #: this many seconds (0: off). A stalled or unreachable node is never refused — its
+    #: kernel still accepts, or nothing answers at all — so this cannot shorten those.
+    refused_suspicion_s: float = 1.0
+    #: Periodic push-pull opens with the membership checksum alone; member states cross
+    #: the link only when the two views differ.
+    push_pull_checksum_first: bool = True
     # --- limits ---
     packet_bytes_max: int = DATAGRAM_PAYLOAD_BYTES_MAX
     broadcast_queue_max: int = 8192
@@ -152,7 +169,8 @@ class SwimConfig:
 
 _MEMBERLIST_ONLY = dict(
     urgent_first=False, eager_suspect_probe=False, tell_dead_senders=False,
-    reconnect_per_s=0.0, defer_late_timers=False, proof_of_life=False,
+    reconnect_per_s=0.0, defer_late_timers=False, proof_of_life=False, last_look=False,
+    refused_suspicion_s=0.0, push_pull_checksum_first=False,
 )
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -160,12 +178,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     "wan": dict(
         probe_interval_s=5.0, probe_timeout_s=3.0, suspicion_mult=5, suspicion_floor_s=20.0, gossip_interval_s=0.5,
         gossip_nodes=4, push_pull_interval_s=60.0, gossip_to_dead_s=60.0, stream_timeout_s=30.0,
-        reconnect_per_s=2.0, reconnect_min_interval_s=5.0,
+        reconnect_per_s=2.0, reconnect_min_interval_s=5.0, refused_suspicion_s=5.0,
     ),
     "local": dict(
         probe_timeout_s=0.1, indirect_checks=1, suspicion_mult=4, suspicion_floor_s=2.0, confirmations_k=2,
         retransmit_mult=3, gossip_interval_s=0.1, push_pull_interval_s=15.0,
-        gossip_to_dead_s=15.0, stream_timeout_s=1.0,
+        gossip_to_dead_s=15.0, stream_timeout_s=1.0, refused_suspicion_s=0.5,
     ),
     "memberlist": dict(probe_interval_s=1.0, probe_timeout_s=0.5, suspicion_mult=4, push_pull_interval_s=30.0,
                        suspicion_floor_s=0.0, confirmations_k=None, **_MEMBERLIST_ONLY),

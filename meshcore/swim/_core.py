@@ -41,6 +41,7 @@ from ..wire import (
     encode_update,
 )
 from ..wire._messages import UPDATES_MAX
+from ..wire._pushpull import encode_member_state, encode_push_pull
 from ._awareness import Awareness
 from ._broadcast import BroadcastQueue
 from ._config import SwimConfig, push_pull_scale_s, retransmit_limit
@@ -93,6 +94,7 @@ class SwimStatistics:
     deaths_declared: int
     push_pulls: int
     late_timers: int
+    last_looks: int
     local_health: int
     members_alive: int
     members_suspect: int
@@ -106,7 +108,7 @@ class SwimStatistics:
 
 class _Probe:
     __slots__ = ("seq", "target", "incarnation", "timeout_at", "end_at", "acked", "nacks",
-                 "expected_nacks", "done")
+                 "expected_nacks", "done", "refused")
 
     def __init__(self, seq: int, target: NodeId, incarnation: int, timeout_at: float,
                  end_at: float) -> None:
@@ -119,6 +121,7 @@ class _Probe:
         self.nacks = 0
         self.expected_nacks = 0
         self.done = False
+        self.refused = False  # the stream fallback found nothing listening
 
 
 class _Indirect:
@@ -176,6 +179,10 @@ class Swim:
         self._probe: _Probe | None = None
         self._probe_gen = 0
         self._indirect: dict[int, _Indirect] = {}
+        self._knocks: dict[int, Addr] = {}  # stream token of a reconnect knock -> address
+        self._reconnect_gen = 0  # token of the live reconnect timer (older ones are stale)
+        self._reconnect_hot = False  # a dead member answered lately: a partition healing
+        self._looks: dict[int, NodeId] = {}  # seq of a last-look probe -> its suspect
         self._streams: dict[int, tuple[str, int]] = {}
         self._dead: dict[NodeId, float] = {}  # dead (not left) members, by time of death
         self._by_addr: dict[Addr, NodeId] = {}
@@ -192,10 +199,11 @@ class Swim:
         self._heard: dict[NodeId, float] = {}  # last datagram from a suspect member
         self._stale_claim = False  # the message being handled holds an outdated claim about us
         self._state_cache: dict[tuple[bool, bool], tuple[int, bytes]] = {}
+        self._state_items: dict[NodeId, tuple[tuple[object, ...], bytes]] = {}
         self._c: dict[str, int] = dict.fromkeys(
             ("msgs_in", "msgs_out", "bytes_in", "bytes_out", "streams_out", "probes",
              "probes_failed", "indirect_probes", "stream_probes_ok", "suspicions",
-             "refutations", "deaths_declared", "push_pulls", "late_timers"), 0)
+             "refutations", "deaths_declared", "push_pulls", "late_timers", "last_looks"), 0)
         self._dropped: dict[str, int] = {}
 
     # --- properties and queries -------------------------------------------------------
@@ -362,8 +370,15 @@ class Swim:
             if msg.sender == self._id:
                 self._drop("own_sender")
                 return None, out
-            self._merge(now, msg, out)
             self._c["push_pulls"] += 1
+            if not msg.states and msg.checksum and not msg.join:
+                # A checksum-only opening: answer with our checksum when the views agree,
+                # with our whole state otherwise (the opener then pushes its own if needed).
+                if msg.checksum == self._checksum_bytes():
+                    return encode(PushPull(sender=self._id, join=False, reply=True,
+                                           checksum=msg.checksum)), out
+                return self._encode_state(join=False, reply=True), out
+            self._merge(now, msg, out)
             return self._encode_state(join=False, reply=True), out
         self._drop("bad_stream_request")
         return None, out
@@ -371,6 +386,7 @@ class Swim:
     def on_stream_reply(self, now: float, token: int, data: bytes) -> list[Effect]:
         out: list[Effect] = []
         call = self._streams.pop(token, None)
+        knock_addr = self._knocks.pop(token, None)
         if call is None:
             return out
         self._c["msgs_in"] += 1
@@ -386,17 +402,56 @@ class Swim:
             if probe is not None and probe.seq == seq and not probe.done and not probe.acked:
                 probe.acked = True
                 self._c["stream_probes_ok"] += 1
+        elif kind == "knock" and type(msg) is Ack:
+            if knock_addr is not None and not self._left:
+                self._push_pull(knock_addr, join=False, out=out)
+                self._heat(now, out)
         elif kind == "push_pull" and type(msg) is PushPull and msg.reply:
-            self._merge(now, msg, out)
             self._c["push_pulls"] += 1
+            if msg.states:
+                self._merge(now, msg, out)
+                # The peer sent its state because ours differed; if it still differs, it
+                # lacks something we know: push ours (a full exchange, as memberlist does).
+                # Only once per exchange (leg 0): views that cannot agree (a member one
+                # side will not admit) must not make two nodes push forever.
+                if (self._config.push_pull_checksum_first and seq == 0 and msg.checksum
+                        and msg.checksum != self._checksum_bytes()):
+                    rec = self._table.get(msg.sender)
+                    if rec is not None and rec.status in _LIVE:
+                        self._push_pull(rec.addr, join=False, out=out, leg=1)
         else:
             self._drop("bad_stream_reply")
         return out
 
-    def on_stream_failed(self, now: float, token: int) -> list[Effect]:
-        if self._streams.pop(token, None) is not None:
-            self._drop("stream_failed")
-        return []
+    def on_stream_failed(self, now: float, token: int, *, refused: bool = False) -> list[Effect]:
+        """A stream request failed. `refused`: the peer's host actively refused the
+        connection (nothing listens there), which the driver knows from the socket error."""
+        out: list[Effect] = []
+        self._knocks.pop(token, None)
+        call = self._streams.pop(token, None)
+        if call is None:
+            return out
+        if call[0] == "knock":
+            self._reconnect_hot = False  # that one is really gone: back to the slow pace
+        self._drop("stream_refused" if refused else "stream_failed")
+        if refused and call[0] == "probe":
+            probe = self._probe
+            if probe is not None and probe.seq == call[1] and not probe.acked:
+                probe.refused = True
+                self._refused(now, probe.target, out)
+        return out
+
+    def _refused(self, now: float, node: NodeId, out: list[Effect]) -> None:
+        """Hard evidence that `node`'s process is gone: cap our suspicion of it."""
+        cap_s = self._config.refused_suspicion_s
+        entry = self._suspicions.get(node)
+        if cap_s <= 0 or entry is None:
+            return
+        susp = entry[0]
+        before = susp.deadline
+        susp.cap_at(now + cap_s)
+        if susp.deadline < before:
+            self._arm_suspicion(node, susp, out)
 
     def on_timer(self, now: float, timer: Timer) -> list[Effect]:
         out: list[Effect] = []
@@ -426,7 +481,8 @@ class Swim:
         elif kind == _PUSH_PULL:
             self._periodic_push_pull(now, out)
         elif kind == _RECONNECT:
-            self._reconnect(now, out)
+            if token == self._reconnect_gen:
+                self._reconnect(now, out)
         return out
 
     def broadcast(self, now: float, payload: bytes) -> list[Effect]:
@@ -703,14 +759,24 @@ class Swim:
             susp.deadline = now + self._config.probe_timeout_s
             self._arm_suspicion(node, susp, out)
             return
-        if self._config.proof_of_life and self._heard.get(node, -1.0) >= susp.start:
+        cfg = self._config
+        if (cfg.proof_of_life or cfg.last_look) and self._heard.get(node, -1.0) >= susp.start:
             # It spoke to us since the suspicion began: alive, just not refuted yet. Wait
             # again and probe it with the suspicion first, so that it refutes.
             susp.start = now
             susp.deadline = now + susp.min_s
+            susp.last_look = False
             self._arm_suspicion(node, susp, out)
             self._eager.append(node)
             return
+        if cfg.last_look and not susp.last_look:
+            rec = self._table.get(node)
+            if rec is not None and rec.status is Status.SUSPECT:
+                susp.last_look = True
+                self._last_look(now, rec, out)
+                susp.deadline = now + cfg.probe_timeout_s
+                self._arm_suspicion(node, susp, out)
+                return
         del self._suspicion_tokens[token]
         self._suspicions.pop(node, None)
         self._heard.pop(node, None)
@@ -719,6 +785,21 @@ class Swim:
             return
         self._c["deaths_declared"] += 1
         self._on_dead(now, Dead(node=node, incarnation=rec.incarnation, by=self._id), out)
+
+    def _last_look(self, now: float, rec: MemberRecord, out: list[Effect]) -> None:
+        """One more probe of a suspect whose time is up, direct (carrying the suspicion, so
+        that a live suspect refutes) and through helpers; any answer is proof of life."""
+        looks = self._looks
+        if len(looks) >= self._config.indirect_pending_max:
+            del looks[next(iter(looks))]  # oldest first: its verdict is long past
+        seq = self._next_seq()
+        looks[seq] = rec.node
+        self._c["last_looks"] += 1
+        buddy = [encode_update(Suspect(node=rec.node, incarnation=rec.incarnation, by=self._id))]
+        self._send(rec.addr, self._pack(encode(Ping(seq=seq, sender=self._id, target=rec.node)), buddy), out)
+        for h in self._random_live(self._config.indirect_checks, rec.node):
+            req = PingReq(seq=seq, sender=self._id, target=rec.node, target_addr=rec.addr, nack=False)
+            self._send(h.addr, self._pack(encode(req), []), out)
 
     def _on_dead(self, now: float, d: Dead, out: list[Effect]) -> None:
         node = d.node
@@ -771,6 +852,11 @@ class Swim:
 
     def _on_ack(self, now: float, a: Ack, out: list[Effect]) -> None:
         if a.seq == GOSSIP_SEQ:
+            return
+        looked = self._looks.pop(a.seq, None)
+        if looked is not None:
+            if looked in self._suspicions:  # an answer to a last look, maybe via a helper
+                self._heard[looked] = now
             return
         pending = self._indirect.pop(a.seq, None)
         if pending is not None:
@@ -931,6 +1017,8 @@ class Swim:
         if rec is None or rec.status not in _LIVE:
             return
         self._on_suspect(now, Suspect(node=probe.target, incarnation=probe.incarnation, by=self._id), out)
+        if probe.refused:
+            self._refused(now, probe.target, out)
 
     # --- gossip, push-pull, reconnect ------------------------------------------------------
 
@@ -957,19 +1045,29 @@ class Swim:
         cached = self._state_cache.get((join, reply))
         if cached is not None and cached[0] == version:
             return cached[1]
-        states = tuple(
-            MemberState(node=r.node, incarnation=r.incarnation, addr=r.addr, meta=r.meta,
-                        status=r.status, signature=r.signature,
-                        cert=self._cert if r.node == self._id else self._certs.get(r.node, b""))
-            for r in self._table.records.values()
-        )
-        body = encode(PushPull(sender=self._id, join=join, reply=reply, states=states))
+        # One encoded item per member, re-encoded only when the member changed (with 1,000
+        # members a full encode is ~20 ms; push-pulls and reconnects would dominate).
+        old_items = self._state_items
+        items: dict[NodeId, tuple[tuple[object, ...], bytes]] = {}
+        for r in self._table.records.values():
+            cert = self._cert if r.node == self._id else self._certs.get(r.node, b"")
+            key = (r.incarnation, r.status, r.addr, r.meta, r.signature, cert)
+            hit = old_items.get(r.node)
+            if hit is None or hit[0] != key:
+                hit = (key, encode_member_state(MemberState(
+                    node=r.node, incarnation=r.incarnation, addr=r.addr, meta=r.meta,
+                    status=r.status, signature=r.signature, cert=cert)))
+            items[r.node] = hit
+        self._state_items = items
+        body = encode_push_pull(sender=self._id, join=join, reply=reply,
+                                state_items=[item for _, item in items.values()],
+                                checksum=self._checksum_bytes() if self._config.push_pull_checksum_first else b"")
         self._state_cache[(join, reply)] = (version, body)
         return body
 
-    def _push_pull(self, addr: Addr, *, join: bool, out: list[Effect]) -> None:
+    def _push_pull(self, addr: Addr, *, join: bool, out: list[Effect], leg: int = 0) -> None:
         token = self._next_token()
-        self._streams[token] = ("push_pull", 0)
+        self._streams[token] = ("push_pull", leg)
         self._c["streams_out"] += 1
         out.append(SendStream(addr, self._encode_state(join=join, reply=False), token,
                               self._config.stream_timeout_s))
@@ -982,10 +1080,37 @@ class Swim:
             return
         peers = self._random_live(1, None)
         if peers:
-            self._push_pull(peers[0].addr, join=False, out=out)
+            if cfg.push_pull_checksum_first:
+                self._push_pull_checksum(peers[0].addr, out)
+            else:
+                self._push_pull(peers[0].addr, join=False, out=out)
+
+    def _checksum_bytes(self) -> bytes:
+        return bytes.fromhex(self.checksum())[:32]
+
+    def _push_pull_checksum(self, addr: Addr, out: list[Effect]) -> None:
+        """Open a periodic exchange with our checksum only; see `on_stream_request`."""
+        token = self._next_token()
+        self._streams[token] = ("push_pull", 0)
+        self._c["streams_out"] += 1
+        data = encode(PushPull(sender=self._id, join=False, reply=False, checksum=self._checksum_bytes()))
+        out.append(SendStream(addr, data, token, self._config.stream_timeout_s))
+
+    def _heat(self, now: float, out: list[Effect]) -> None:
+        """A member we (or the peer) believed dead is alive: likely a healed partition.
+        Reconnect every `reconnect_min_interval_s` until a knock finds a really dead one;
+        each healed pair does the same, so the healing spreads like an epidemic."""
+        if self._config.reconnect_per_s <= 0 or self._reconnect_hot:
+            return
+        self._reconnect_hot = True
+        self._reconnect_gen += 1
+        out.append(SetTimer(now + self._config.reconnect_min_interval_s * self._rng.random(),
+                            Timer(_RECONNECT, self._reconnect_gen)))
 
     def _merge(self, now: float, pp: PushPull, out: list[Effect]) -> None:
         table = self._table
+        if any(st.node == self._id and st.status is Status.DEAD for st in pp.states):
+            self._heat(now, out)  # the peer had us dead: it was cut off from us until now
         for st in pp.states:
             rec = table.get(st.node)
             status = st.status
@@ -1033,17 +1158,28 @@ class Swim:
         if the member is back — a healed partition, a restart — the exchange tells both
         sides at once and every wrongly dead node refutes."""
         cfg = self._config
-        out.append(SetTimer(now + self._reconnect_interval_s(), Timer(_RECONNECT)))
+        interval = cfg.reconnect_min_interval_s if self._reconnect_hot else self._reconnect_interval_s()
+        out.append(SetTimer(now + interval, Timer(_RECONNECT, self._reconnect_gen)))
         if self._left:
             return
         if self._seeds and all(self._status_by_addr(s) not in _LIVE for s in self._seeds):
             self._push_pull(self._seeds[self._rng.randrange(len(self._seeds))], join=False, out=out)
             return
         recent = [n for n, t in self._dead.items() if now - t <= cfg.reconnect_window_s]
-        if recent:
+        if not recent:
+            self._reconnect_hot = False
+        else:
             rec = self._table.get(recent[self._rng.randrange(len(recent))])
             if rec is not None:
-                self._push_pull(rec.addr, join=False, out=out)
+                # Knock first (a stream ping): most dead members are really gone, and a
+                # full state exchange with them would be wasted. An answer brings the
+                # push-pull one round trip later.
+                token = self._next_token()
+                self._streams[token] = ("knock", 0)
+                self._knocks[token] = rec.addr
+                self._c["streams_out"] += 1
+                ping = encode(Ping(seq=self._next_seq(), sender=self._id, target=rec.node))
+                out.append(SendStream(rec.addr, ping, token, cfg.stream_timeout_s))
 
     def _status_by_addr(self, addr: Addr) -> Status | None:
         node = self._by_addr.get(addr)

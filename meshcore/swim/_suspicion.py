@@ -46,7 +46,7 @@ def remaining_suspicion_s(
 class Suspicion:
     """One live suspicion of one member at one incarnation."""
 
-    __slots__ = ("start", "k", "min_s", "max_s", "confirmers", "deadline")
+    __slots__ = ("start", "k", "min_s", "max_s", "confirmers", "deadline", "last_look", "cap")
 
     def __init__(self, *, start: float, by: NodeId, k: int, min_s: float, max_s: float) -> None:
         self.start = start
@@ -56,6 +56,15 @@ class Suspicion:
         # The originator never counts as a confirmation of itself.
         self.confirmers: dict[NodeId, None] = {by: None}
         self.deadline = start + remaining_suspicion_s(0, k, 0.0, min_s, max_s)
+        #: Whether the owner already took its last look (a final probe) at the suspect.
+        self.last_look = False
+        #: A deadline confirmations may not push back (set by hard evidence of death).
+        self.cap = float("inf")
+
+    def cap_at(self, t: float) -> None:
+        """Never let this suspicion run past `t` (it may still end earlier)."""
+        self.cap = min(self.cap, t)
+        self.deadline = min(self.deadline, self.cap)
 
     @property
     def confirmations(self) -> int:
@@ -69,5 +78,5 @@ class Suspicion:
             return False
         self.confirmers[by] = None
         left = remaining_suspicion_s(self.confirmations, self.k, now - self.start, self.min_s, self.max_s)
-        self.deadline = now + left
+        self.deadline = min(now + left, self.cap)
         return True
