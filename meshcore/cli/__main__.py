@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         _keys.register(sub)
+    from . import _kv  # `kv` and `namespace` (also registers their control ops)
+
+    _kv.register(sub)
     return parser
 
 

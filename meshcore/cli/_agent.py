@@ -27,6 +27,7 @@ import trio
 
 from ..errors import ConfigError
 from ..node import PROFILES, NodeConfig, open_node, parse_addr, resolve_signing_key
+from . import _kv as _kv_ops  # noqa: F401  (registers the kv control ops)
 from ._control import check_control_path, default_control_path, serve_control
 
 __all__ = ["add_agent_parser", "agent_settings", "run_agent"]
@@ -54,6 +55,8 @@ _FILE_KEYS = {
     "insecure": bool,
     "ws_bind": str,
     "log_level": str,
+    "data_dir": str,  # kv layer
+    "kv_port": int,  # kv layer
 }
 
 
@@ -82,6 +85,11 @@ def add_agent_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", default=None,
                    help="no authentication, no encryption: local experiments only")
     p.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (default info)")
+    # kv layer (meshcore.cli._kv)
+    p.add_argument("--data-dir", metavar="PATH", help="store key-value data here (enables `meshcore kv`)")
+    p.add_argument("--kv-port", type=int, metavar="PORT", help="kv service TCP port (default: bind port + 1)")
+    p.add_argument("--kv-sync", choices=("full", "normal"),
+                   help="kv store fsync: full (default; survives power loss) or normal (process crashes only)")
     return p
 
 
@@ -169,6 +177,9 @@ def agent_settings(args: argparse.Namespace) -> tuple[NodeConfig, Path, str]:
         revocations=pick(args.revocations, "revocations", None),
         insecure=insecure,
         ws_bind=parse_addr(ws_bind, what="--ws-bind") if ws_bind else None,
+        data_dir=pick(args.data_dir, "data_dir", None),  # kv layer
+        kv_port=pick(args.kv_port, "kv_port", None),
+        kv=_kv_ops.service_config(args.kv_sync) if args.kv_sync else None,
     )
     # Load and check the credentials now: a bad one is a one-line error before anything binds.
     credentials = config.load_credentials(time.time())

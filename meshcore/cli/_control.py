@@ -40,6 +40,10 @@ REVOCATIONS_PER_REQUEST_MAX = 128
 RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 CLIENTS_MAX = 16
 CLIENT_TIMEOUT_S = 5.0
+#: Ops added by other CLI modules (meshcore.cli._kv): op -> handler(node, request, send).
+#: A handler returns the answer, or None once it has written its own lines with `send`
+#: (a streaming op such as kv.watch; the connection closes after it).
+EXTRA_OPS: dict[str, Callable[..., Any]] = {}
 #: sun_path is 108 bytes on Linux, including the terminating NUL.
 UNIX_PATH_BYTES_MAX = 107
 
@@ -165,7 +169,13 @@ async def _serve_client(
             except ValueError:
                 answer: dict[str, Any] = {"ok": False, "error": "request is not valid JSON"}
             else:
-                answer = await _answer(node, req, on_leave)
+                extra = EXTRA_OPS.get(str(req.get("op"))) if isinstance(req, dict) else None
+                if extra is not None:  # an op of another CLI module (see EXTRA_OPS)
+                    answer = await extra(node, req, stream.send_all)
+                    if answer is None:
+                        return
+                else:
+                    answer = await _answer(node, req, on_leave)
             await stream.send_all(json.dumps(answer).encode() + b"\n")
 
 

@@ -152,6 +152,13 @@ class NodeConfig:
     ws_bind: Addr | str | None = None
     #: Seeds reached over WebSocket (filled from `ws://` entries of `seeds`).
     ws_seeds: tuple[Addr, ...] = ()
+    # --- key-value layer (meshcore.node._kv) ---
+    #: Directory of the node's store; None: the kv layer is disabled.
+    data_dir: str | os.PathLike[str] | None = None
+    #: TCP port of the kv service; None: the SWIM port + 1 (any port if that is 0); 0: any.
+    kv_port: int | None = None
+    #: A `meshcore.runtime._kv.KvServiceConfig` (timeouts, limits); None: the defaults.
+    kv: Any = None
 
     def __post_init__(self) -> None:
         if type(self.host) is not str or not self.host:
@@ -224,6 +231,11 @@ class NodeConfig:
             raise ConfigError("key path is empty; give the path of a key file or no key")
         if type(self.insecure) is not bool:
             raise ConfigError("insecure must be True or False")
+        # kv layer settings (meshcore.node._kv)
+        if self.kv_port is not None and (type(self.kv_port) is not int or not 0 <= self.kv_port <= 65535):
+            raise ConfigError(f"kv_port must be a port number 0..65535 or None, got {self.kv_port!r:.40}")
+        if self.data_dir is not None and not str(self.data_dir):
+            raise ConfigError("data_dir is empty; give a directory path or None")
         object.__setattr__(self, "authorities", tuple(self.authorities))
         if len(self.authorities) > AUTHORITIES_MAX:
             raise ConfigError(f"trust at most {AUTHORITIES_MAX} authorities (old and new during a rollover)")

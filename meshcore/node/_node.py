@@ -47,6 +47,7 @@ from ..wire import ALIVE_CERT_BYTES_MAX, NodeMeta
 from ..wire._messages import USER_PAYLOAD_BYTES_MAX
 from ._config import NodeConfig, advertised_addr, resolve_signing_key
 from ._events import EventHub, Subscription
+from ._kv import KvTap, NodeKv, kv_stream_wrapper, run_node_kv  # the kv layer
 from ._wiring import WS_TAG, EventRouter, rebroadcast_interval_s
 
 if TYPE_CHECKING:
@@ -90,6 +91,9 @@ class NodeStatistics:
 
 class Node:
     """A running meshcore node. Build it with `open_node`."""
+
+    #: The key-value API (meshcore.node._kv); disabled unless the config has a data_dir.
+    kv: NodeKv = NodeKv()
 
     def __init__(
         self,
@@ -406,7 +410,8 @@ async def open_node(
     if stream_wrapper is None:
         stream_wrapper = security.stream_wrapper if security is not None else plain_stream_wrapper
     hub = EventHub(buffer_max=config.events_buffer_max)
-    router = EventRouter(publish=hub.publish, security=security, ws=ws, self_id=node_id)
+    kv_tap = KvTap(hub.publish)  # the kv layer sees member events, hides its broadcasts
+    router = EventRouter(publish=kv_tap.publish, security=security, ws=ws, self_id=node_id)
     try:
         meta = config.meta()
         if ws is not None and config.ws_bind is not None and config.ws_bind[1] != 0:  # type: ignore[index]
@@ -446,6 +451,10 @@ async def open_node(
                     await node.update_metadata(_meta_with_ws(config, _ws_advertised(config, ws.ws_addr)))
                 if security is not None:
                     nursery.start_soon(node._serve_system, random.Random(rng.getrandbits(64)))
+                if config.data_dir is not None:  # the kv layer (meshcore.node._kv)
+                    node.kv = await nursery.start(
+                        run_node_kv, node, config, kv_tap, kv_stream_wrapper(security, wall_clock),
+                        security is not None, random.Random(rng.getrandbits(64)))
                 try:
                     yield node
                 finally:

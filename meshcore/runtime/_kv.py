@@ -1,0 +1,928 @@
+"""`KvService`: the trio driver of the replication core (`meshcore.kv.KvCore`).
+
+It performs the core's effects with real I/O, exactly as the simulator does with virtual
+I/O: `Send` over one pooled outbound connection per peer, `SetTimer` on a timer heap,
+`Persist`/`Load`/hints/purges on the node's SQLite `Store`, `Completed` wakes the awaiting
+client call. `now` is the wall clock (`clock()`, Unix seconds): stamps are wall time.
+
+Links: the service listens on its own TCP port. Every connection is wrapped by the node's
+stream wrapper (Noise with certificates on a secure node, plain framing on an insecure one)
+and starts with a hello ``[1, kind, node_id, body]``; on a secure link the claimed node id
+must be the certified one, else the link is dropped and counted. Kinds:
+- ``kv``: a one-way stream of kv messages from that node (answers travel on our own
+  outbound connection to it); each link message is a batch of ``[u32 length, message]``
+  items (whatever was queued for that peer, up to `batch_bytes_max`);
+- ``ae``: one anti-entropy session for namespace `body` (we serve, they initiate);
+- ``scan``: `[namespace, prefix, limit]` -> one reply listing the records we hold;
+- ``ns``: one reply listing our namespace definitions (the pull a node does on join).
+
+Membership: `member_up(node, addr, site, region)` / `member_down(node)` from the node's
+events (only members advertising the `kv` tag). Namespaces: `define` (persisted, then the
+core learns it); definitions are pulled from each peer that comes alive and from a random
+live peer every `namespace_pull_s` (gossip on creation is the fast path, not the only one). Watchers see each record this node durably applies (as a home replica),
+in apply order; a slow watcher loses its oldest changes (counted).
+
+Limits: `outbox_messages_max` queued messages per peer (beyond: dropped, counted, the
+request times out), `scan_records_max` per scan, `watchers_max`, and `hello_bytes_max`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+import trio
+
+from ..antientropy import ReconcileConfig
+from ..errors import (
+    ConfigError,
+    ConsistencyError,
+    DecodeError,
+    LocalProtocolError,
+    MeshError,
+    NamespaceError,
+    RemoteProtocolError,
+    StorageError,
+)
+from ..kv import (
+    Completed,
+    DropHints,
+    HeldHint,
+    KvConfig,
+    KvCore,
+    KvEffect,
+    KvTimer,
+    Load,
+    LoadHints,
+    Namespace,
+    Persist,
+    PersistHint,
+    Purge,
+    Record,
+    RingMember,
+    Send,
+    SetTimer,
+    Stamp,
+    as_key,
+    decode_namespace,
+    encode_namespace,
+    merge,
+)
+from ..kv._messages import Repair
+from ._antientropy import AntiEntropyConfig, AntiEntropyDriver
+from ._kvstore import KvReader, PeerReplica
+from ._storage import Store
+
+__all__ = ["KvServiceConfig", "KvService", "Change", "Watch", "UNSET_REGION"]
+
+log = logging.getLogger("meshcore.kv")
+
+#: Region of a node whose metadata names none: no namespace can list it (names start with
+#: a letter or digit), so only unrestricted namespaces place data there.
+UNSET_REGION = "_unset"
+_HELLO_VERSION = 1
+#: Records per `put_many` of the persist flusher, and keys per batched read.
+PERSIST_BATCH_MAX = 2048
+LOAD_BATCH_MAX = 2048
+_KINDS = ("kv", "ae", "scan", "ns")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KvServiceConfig:
+    core: KvConfig = field(default_factory=KvConfig)
+    connect_timeout_s: float = 5.0
+    reconnect_backoff_s: float = 0.5
+    outbox_messages_max: int = 10_000
+    watchers_max: int = 256
+    watch_buffer_max: int = 1024
+    scan_records_max: int = 100_000
+    hello_bytes_max: int = 64 * 1024
+    #: Queued kv messages to one peer travel together up to about this size.
+    batch_bytes_max: int = 1024 * 1024
+    rpc_timeout_s: float = 10.0
+    #: Anti-entropy: each namespace is reconciled with each replica peer about this often.
+    ae_interval_s: float = 60.0
+    ae_bytes_per_s: float = 1024 * 1024
+    #: Each node pulls the namespace definitions of a random peer about this often.
+    namespace_pull_s: float = 5.0
+    #: "full" survives power loss, "normal" only process crashes (see runtime._storage).
+    synchronous: str = "full"
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout_s", "reconnect_backoff_s", "rpc_timeout_s", "ae_interval_s",
+                     "ae_bytes_per_s", "namespace_pull_s"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+                raise LocalProtocolError(f"{name} must be a number > 0, got {v!r:.40}")
+        for name in ("outbox_messages_max", "watchers_max", "watch_buffer_max", "scan_records_max",
+                     "hello_bytes_max", "batch_bytes_max"):
+            v = getattr(self, name)
+            if type(v) is not int or v < 1:
+                raise LocalProtocolError(f"{name} must be an int >= 1, got {v!r:.40}")
+        if self.synchronous not in ("full", "normal"):
+            raise LocalProtocolError("synchronous is 'full' or 'normal'")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One record applied on this node: `value is None` means the key was deleted."""
+
+    namespace: str
+    key: bytes
+    value: bytes | None
+    stamp: Stamp
+
+
+class Watch:
+    """An async iterator of `Change`s (bounded; a slow consumer loses its oldest ones)."""
+
+    def __init__(self, service: KvService, namespace: str, prefix: bytes, buffer_max: int) -> None:
+        self._service = service
+        self.namespace = namespace
+        self.prefix = prefix
+        self._buffer: deque[Change] = deque()
+        self._buffer_max = buffer_max
+        self._wakeup = trio.Event()
+        self.dropped = 0
+        self.closed = False
+
+    def _offer(self, change: Change) -> None:
+        if len(self._buffer) >= self._buffer_max:
+            self._buffer.popleft()
+            self.dropped += 1
+        self._buffer.append(change)
+        self._wakeup.set()
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def __anext__(self) -> Change:
+        while not self._buffer:
+            if self.closed:
+                raise StopAsyncIteration
+            self._wakeup = trio.Event()
+            await self._wakeup.wait()
+        return self._buffer.popleft()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wakeup.set()
+        self._service._watchers.discard(self)
+
+    async def __aenter__(self) -> Watch:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+def encode_hello(kind: str, node: bytes, body: Any = None) -> bytes:
+    return cbor2.dumps([_HELLO_VERSION, kind, node, body])
+
+
+def decode_hello(data: bytes, limit: int) -> tuple[str, bytes, Any]:
+    if len(data) > limit:
+        raise DecodeError(f"hello of {len(data)} bytes (limit {limit})")
+    try:
+        v = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types on garbage
+        raise DecodeError(f"hello is not CBOR: {exc}") from None
+    if (not isinstance(v, list) or len(v) != 4 or v[0] != _HELLO_VERSION or v[1] not in _KINDS
+            or type(v[2]) is not bytes or len(v[2]) != 16):
+        raise DecodeError("malformed hello")
+    return v[1], v[2], v[3]
+
+
+class _Peer:
+    __slots__ = ("node", "addr", "send", "receive", "task_running", "dropped")
+
+    def __init__(self, node: bytes, addr: tuple[str, int], capacity: int) -> None:
+        self.node = node
+        self.addr = addr
+        self.send, self.receive = trio.open_memory_channel[bytes](capacity)
+        self.task_running = False
+        self.dropped = 0
+
+
+@dataclass
+class _Waiter:
+    event: trio.Event = field(default_factory=trio.Event)
+    result: Completed | None = None
+
+
+StreamWrapperFn = Callable[..., Awaitable[Any]]
+
+
+class KvService:
+    """The kv layer of one node (see the module docstring). Build with `open` via the node."""
+
+    def __init__(self, *, me: RingMember, store: Store, reader: KvReader, wrap: StreamWrapperFn,
+                 secure: bool, config: KvServiceConfig | None = None,
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+        self.config = config or KvServiceConfig()
+        self.me = me
+        self._store = store
+        self._reader = reader
+        self._wrap = wrap
+        self._secure = secure
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.core: KvCore | None = None
+        self._peers: dict[bytes, _Peer] = {}
+        self._timers: list[tuple[float, int, KvTimer]] = []
+        self._timer_seq = 0
+        self._timer_wakeup = trio.Event()
+        self._waiters: dict[int, _Waiter] = {}
+        self._watchers: set[Watch] = set()
+        self._persists: list[Persist] = []
+        self._loads: list[Load] = []
+        self._loading = False
+        self._nursery: trio.Nursery | None = None
+        self.port = 0
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("links_refused", "hello_bad", "outbox_dropped", "connect_failed", "storage_errors",
+             "ae_sessions", "ae_failed", "ae_records_applied", "namespace_conflicts", "watch_dropped"), 0)
+        self.on_namespace: Callable[[Namespace], None] = lambda ns: None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def listen(self, host: str, port: int) -> list[trio.SocketListener]:
+        """Bind the kv port (before `run`, so a port in use is a plain `ConfigError`)."""
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            raise ConfigError(f"the kv service cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                              "choose another --kv-port (0: any free port)") from None
+        self.port = listeners[0].socket.getsockname()[1]
+        return listeners
+
+    async def run(self, listeners: list[trio.SocketListener], *,
+                  task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Restore from the store, serve `listeners`, and drive the core until cancelled."""
+        store = self._store
+        now = self._clock()
+        core = KvCore(me=self.me, namespaces=store.namespaces(), config=self.config.core,
+                      rng=random.Random(self._rng.getrandbits(64)), last_stamp=await store.max_stamp())
+        core.restore(now, tombstones=await self._reader.tombstones(),
+                     hint_targets=await self._reader.hint_targets())
+        self.core = core
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._timer_loop)
+            nursery.start_soon(self._ae_loop)
+            nursery.start_soon(self._namespace_loop)
+            nursery.start_soon(trio.serve_listeners, self._serve_raw, listeners)
+            self._perform(core.start(now))
+            task_status.started(self.port)
+
+    def _now(self) -> float:
+        return self._clock()
+
+    # --- membership and namespaces ----------------------------------------------------------
+
+    def member_up(self, node: bytes, addr: tuple[str, int], site: str, region: str) -> None:
+        core = self.core
+        if core is None or node == self.me.node:
+            return
+        peer = self._peers.get(node)
+        if peer is None or peer.addr != addr:
+            if peer is not None:
+                peer.send.close()
+            self._peers[node] = _Peer(node, addr, self.config.outbox_messages_max)
+        member = RingMember(node, site, region)
+        known = next((m for m in core.view.ring.members() if m.node == node), None)
+        if known != member:
+            if known is not None:
+                core.view.remove(node)
+            core.add_member(member)
+        was_alive = core.view.is_alive(node)
+        self._perform(core.member_alive(self._now(), node))
+        if not was_alive and self._nursery is not None:
+            self._nursery.start_soon(self._pull_namespaces, node)
+            self._nursery.start_soon(self._reconcile_peer, node)
+
+    def member_down(self, node: bytes) -> None:
+        if self.core is not None and node != self.me.node:
+            self._perform(self.core.member_down(self._now(), node))
+
+    def namespaces(self) -> list[Namespace]:
+        return self._store.namespaces()
+
+    async def define(self, ns: Namespace, *, local: bool = True) -> bool:
+        """Persist and apply a namespace definition; True if it is new here. A definition
+        that differs from the one held raises (`local`) or is counted and ignored (gossip)."""
+        core = self._require()
+        held = core.view.known_namespace(ns.name)
+        if held == ns:
+            return False
+        if held is not None:
+            if not local:
+                self.counters["namespace_conflicts"] += 1
+                return False
+            raise NamespaceError(
+                f"namespace {ns.name!r} already exists with replicas={held.replicas} regions="
+                f"{held.territory()}; changing a namespace is not supported: create another name")
+        await self._store.put_namespace(ns)
+        core.define(ns)
+        if local:
+            self.on_namespace(ns)  # gossip carries learned definitions on by itself
+        return True
+
+    def check_regions(self, ns: Namespace) -> None:
+        """Raise unless every region of `ns` has a kv member, and enough sites exist."""
+        core = self._require()
+        members = core.view.ring.members()
+        have = {m.region for m in members}
+        missing = [r for r in ns.regions if r not in have]
+        if missing:
+            known = ", ".join(sorted(r for r in have if r != UNSET_REGION)) or "none"
+            raise NamespaceError(f"no storage node is in region(s) {', '.join(missing)} (regions with nodes: "
+                                 f"{known}); start nodes there first or fix the region names")
+        sites = {m.site for m in members if ns.allows(m.region)}
+        if len(sites) < ns.replicas:
+            raise NamespaceError(f"namespace {ns.name!r} needs {ns.replicas} sites in {ns.territory()}, "
+                                 f"only {len(sites)} are known; lower --replicas or add sites")
+
+    # --- client API -----------------------------------------------------------------------------
+
+    def _require(self) -> KvCore:
+        if self.core is None:
+            raise LocalProtocolError("the kv service is not running")
+        return self.core
+
+    async def _call(self, rid: int, effects: list[KvEffect]) -> Completed:
+        waiter = self._waiters[rid] = _Waiter()
+        try:
+            self._perform(effects)
+            await waiter.event.wait()
+        finally:
+            self._waiters.pop(rid, None)
+        assert waiter.result is not None
+        if waiter.result.error is not None:
+            raise waiter.result.error
+        return waiter.result
+
+    async def put(self, namespace: str, key: bytes | str, value: bytes, consistency: str = "quorum") -> Stamp:
+        core = self._require()
+        rid, effects = core.put(self._now(), namespace, key, value, consistency)
+        done = await self._call(rid, effects)
+        assert done.stamp is not None
+        return done.stamp
+
+    async def delete(self, namespace: str, key: bytes | str, consistency: str = "quorum") -> Stamp:
+        core = self._require()
+        rid, effects = core.delete(self._now(), namespace, key, consistency)
+        done = await self._call(rid, effects)
+        assert done.stamp is not None
+        return done.stamp
+
+    async def get_record(self, namespace: str, key: bytes | str, consistency: str = "quorum") -> Record | None:
+        core = self._require()
+        rid, effects = core.get(self._now(), namespace, key, consistency)
+        return (await self._call(rid, effects)).record
+
+    async def scan(self, namespace: str, prefix: bytes, limit: int) -> list[Record]:
+        """Newest visible record of every key with `prefix`, merged from every live replica
+        holder (this node and each live kv peer), in key order, at most `limit` keys."""
+        core = self._require()
+        ns = core.view.namespace(namespace)
+        best: dict[bytes, Record] = {}
+
+        def fold(records: list[Record]) -> None:
+            for r in records:
+                cur = best.get(r.key)
+                best[r.key] = r if cur is None else merge(cur, r)
+
+        if ns.allows(self.me.region):
+            fold(await self._reader.scan(namespace, prefix, limit))
+        peers = [n for n in self._peers if core.view.is_alive(n)]
+        failed: list[str] = []
+
+        async def ask(node: bytes) -> None:
+            try:
+                fold(await self._scan_peer(node, namespace, prefix, limit))
+            except (OSError, trio.BrokenResourceError, trio.EndOfChannel, trio.TooSlowError, MeshError):
+                failed.append(node.hex()[:8])
+
+        async with trio.open_nursery() as nursery:
+            for n in peers:
+                nursery.start_soon(ask, n)
+        if failed and len(failed) == len(peers) and peers:
+            raise ConsistencyError(f"scan: no peer answered ({', '.join(failed)})")
+        out = [best[k] for k in sorted(best) if not best[k].is_tombstone]
+        return out[:limit]
+
+    def watch(self, namespace: str, prefix: bytes) -> Watch:
+        self._require().view.namespace(namespace)
+        if len(self._watchers) >= self.config.watchers_max:
+            raise LocalProtocolError(f"at most {self.config.watchers_max} watchers; close one first")
+        w = Watch(self, namespace, prefix, self.config.watch_buffer_max)
+        self._watchers.add(w)
+        return w
+
+    def statistics(self) -> dict[str, Any]:
+        core = self._require()
+        s = core.statistics()
+        out: dict[str, Any] = {name: getattr(s, name) for name in s.__slots__}
+        out.update(self.counters)
+        out["watch_dropped"] = self.counters["watch_dropped"] + sum(w.dropped for w in self._watchers)
+        out["peers"] = len(self._peers)
+        out["store"] = dataclasses.asdict(self._store.statistics())
+        return out
+
+    # --- effects ----------------------------------------------------------------------------------
+
+    def _perform(self, effects: list[KvEffect]) -> None:
+        core = self.core
+        assert core is not None
+        nursery = self._nursery
+        for e in effects:
+            t = type(e)
+            if t is Send:
+                self._send(e.to, e.data)  # type: ignore[union-attr]
+            elif t is SetTimer:
+                self._timer_seq += 1
+                entry = (e.at, self._timer_seq, e.timer)  # type: ignore[union-attr]
+                heapq.heappush(self._timers, entry)
+                if self._timers[0] is entry:
+                    self._timer_wakeup.set()  # only an earlier deadline needs the loop to wake
+            elif t is Completed:
+                waiter = self._waiters.get(e.request_id)  # type: ignore[union-attr]
+                if waiter is not None:
+                    waiter.result = e  # type: ignore[assignment]
+                    waiter.event.set()
+            elif t is Persist:
+                self._persists.append(e)  # type: ignore[arg-type]
+                if len(self._persists) == 1 and nursery is not None:
+                    nursery.start_soon(self._flush_persists)
+            elif t is Load:
+                self._loads.append(e)  # type: ignore[arg-type]
+                if not self._loading and nursery is not None:
+                    self._loading = True
+                    nursery.start_soon(self._flush_loads)
+            elif nursery is not None:
+                nursery.start_soon(self._storage_effect, e)
+
+    async def _flush_persists(self) -> None:
+        """Write the `Persist`s queued since this task was scheduled in one `put_many` per
+        namespace (one trip to the writer thread for many records). Later ones start their
+        own task at once: the store's writer commits whatever is queued while a commit runs
+        (group commit), so nothing waits for a previous batch to come back."""
+        core = self.core
+        assert core is not None
+        batch, self._persists = self._persists[:PERSIST_BATCH_MAX], self._persists[PERSIST_BATCH_MAX:]
+        if self._persists and self._nursery is not None:
+            self._nursery.start_soon(self._flush_persists)  # more than one batch was queued
+        by_ns: dict[str, list[Persist]] = {}
+        for e in batch:
+            by_ns.setdefault(e.namespace, []).append(e)
+        for namespace, effects in by_ns.items():
+            records = [r for e in effects for r in e.records]
+            try:
+                won = await self._store.put_many(namespace, records)
+            except (StorageError, NamespaceError):
+                for e in effects:  # find the bad one: each on its own
+                    await self._storage_effect(e)
+                continue
+            i = 0
+            for e in effects:
+                for rec in e.records:
+                    if won[i]:
+                        self._notify(namespace, rec)
+                    i += 1
+                self._perform(core.on_persisted(self._now(), e.token))
+
+    async def _flush_loads(self) -> None:
+        """Answer every queued `Load` with one read in the reader's thread."""
+        core = self.core
+        assert core is not None
+        try:
+            while self._loads:
+                batch, self._loads = self._loads[:LOAD_BATCH_MAX], self._loads[LOAD_BATCH_MAX:]
+                try:
+                    found = await self._reader.get_many([(e.namespace, e.key) for e in batch])
+                except StorageError:
+                    self.counters["storage_errors"] += 1
+                    found = [None] * len(batch)
+                for e, rec in zip(batch, found, strict=True):
+                    self._perform(core.on_loaded(self._now(), e.token, rec))
+        finally:
+            self._loading = False
+
+    async def _storage_effect(self, e: KvEffect) -> None:
+        core = self.core
+        assert core is not None
+        store = self._store
+        try:
+            if type(e) is Persist:
+                try:
+                    won = await store.put_many(e.namespace, e.records)
+                except (StorageError, NamespaceError) as exc:
+                    self.counters["storage_errors"] += 1
+                    self._perform(core.on_persist_failed(self._now(), e.token, str(exc)))
+                    return
+                for rec, w in zip(e.records, won, strict=True):
+                    if w:
+                        self._notify(e.namespace, rec)
+                self._perform(core.on_persisted(self._now(), e.token))
+            elif type(e) is PersistHint:
+                try:
+                    await store.add_hints(e.target, e.namespace, [e.record])
+                except (StorageError, NamespaceError) as exc:
+                    self.counters["storage_errors"] += 1
+                    self._perform(core.on_persist_failed(self._now(), e.token, str(exc)))
+                    return
+                self._perform(core.on_persisted(self._now(), e.token))
+            elif type(e) is LoadHints:
+                hints = await store.hints(e.target, limit=e.limit)
+                held = [HeldHint(h.id, h.target, h.namespace, h.record) for h in hints]
+                self._perform(core.on_hints(self._now(), e.target, held))
+            elif type(e) is DropHints:
+                await store.delete_hints(e.ids)
+            elif type(e) is Purge:
+                await store.purge_tombstone(e.namespace, e.key, e.stamp)
+        except (StorageError, NamespaceError) as exc:
+            self.counters["storage_errors"] += 1
+            log.warning("kv storage effect %s failed: %s", type(e).__name__, exc)
+
+    def _notify(self, namespace: str, rec: Record) -> None:
+        if not self._watchers:
+            return
+        change = Change(namespace, rec.key, rec.value, rec.stamp)
+        for w in list(self._watchers):
+            if w.namespace == namespace and rec.key.startswith(w.prefix):
+                w._offer(change)
+
+    async def _timer_loop(self) -> None:
+        while True:
+            self._timer_wakeup = trio.Event()
+            if not self._timers:
+                await self._timer_wakeup.wait()
+                continue
+            at = self._timers[0][0]
+            delay = at - self._clock()
+            if delay > 0:
+                with trio.move_on_after(delay):
+                    await self._timer_wakeup.wait()
+                continue
+            _, _, timer = heapq.heappop(self._timers)
+            assert self.core is not None
+            self._perform(self.core.on_timer(self._now(), timer))
+            await trio.lowlevel.checkpoint()
+
+    # --- links ------------------------------------------------------------------------------------
+
+    def _send(self, to: bytes, data: bytes) -> None:
+        core = self.core
+        assert core is not None
+        if to == self.me.node:
+            # Deliver to ourselves at once: the core finished the call that produced this
+            # effect, and what a message to ourselves starts is storage I/O (a task), so
+            # this recursion is at most two calls deep.
+            self._perform(core.on_message(self._now(), self.me.node, data))
+            return
+        peer = self._peers.get(to)
+        if peer is None:
+            self.counters["outbox_dropped"] += 1
+            return
+        try:
+            peer.send.send_nowait(data)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            peer.dropped += 1
+            self.counters["outbox_dropped"] += 1
+            return
+        if not peer.task_running and self._nursery is not None:
+            peer.task_running = True
+            self._nursery.start_soon(self._peer_sender, peer)
+
+    async def _open(self, addr: tuple[str, int], kind: str, body: Any = None) -> Any:
+        with trio.fail_after(self.config.connect_timeout_s):
+            raw = await trio.open_tcp_stream(*addr)
+            try:
+                link = await self._wrap(raw, initiator=True, peer=addr)
+                await link.send_message(encode_hello(kind, self.me.node, body))
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(raw)
+                raise
+        return link
+
+    async def _peer_sender(self, peer: _Peer) -> None:
+        try:
+            while True:
+                try:
+                    link = await self._open(peer.addr, "kv")
+                except (OSError, trio.TooSlowError, trio.BrokenResourceError, MeshError):
+                    self.counters["connect_failed"] += 1
+                    # Drop what is queued: requests time out and hints take over.
+                    while True:
+                        try:
+                            peer.receive.receive_nowait()
+                        except trio.WouldBlock:
+                            break
+                        peer.dropped += 1
+                    await trio.sleep(self.config.reconnect_backoff_s)
+                    continue
+                try:
+                    async for data in peer.receive:
+                        # One scheduling round of grace: messages produced by the other
+                        # tasks runnable now join this batch (fewer, larger link writes).
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                        await link.send_message(self._batch(peer, data))
+                    return  # channel closed: the peer moved or went away
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, MeshError):
+                    continue
+                finally:
+                    await _close_quietly(link)
+        except trio.EndOfChannel:
+            return
+        finally:
+            peer.task_running = False
+
+    def _batch(self, peer: _Peer, first: bytes) -> bytes:
+        """`first` plus whatever else is queued for `peer`, as one link message: one
+        encryption and one send for many kv messages when the link is busy."""
+        parts = [len(first).to_bytes(4, "big"), first]
+        size = len(first)
+        while size < self.config.batch_bytes_max:
+            try:
+                data = peer.receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            parts += (len(data).to_bytes(4, "big"), data)
+            size += len(data) + 4
+        return b"".join(parts)
+
+    async def _serve_raw(self, stream: trio.SocketStream) -> None:
+        try:
+            sockname = stream.socket.getpeername()
+            addr = (str(sockname[0]), int(sockname[1]))
+            link = await self._wrap(stream, initiator=False, peer=addr)
+        except (MeshError, OSError, trio.BrokenResourceError, trio.TooSlowError):
+            self.counters["links_refused"] += 1
+            return
+        try:
+            first: bytes | None = None
+            with trio.move_on_after(self.config.connect_timeout_s):
+                first = await link.receive_message()
+            try:
+                if first is None:
+                    raise DecodeError("no hello in time")
+                kind, node, body = decode_hello(first, self.config.hello_bytes_max)
+            except DecodeError:
+                self.counters["hello_bad"] += 1
+                return
+            certified = getattr(link, "peer_node", None)
+            if self._secure and certified != node:
+                self.counters["hello_bad"] += 1  # a peer speaking for another node
+                return
+            if kind == "kv":
+                await self._serve_kv(link, node)
+            elif kind == "ae":
+                await self._serve_ae(link, node, body)
+            elif kind == "scan":
+                await self._serve_scan(link, body)
+            elif kind == "ns":
+                await link.send_message(cbor2.dumps([encode_namespace(ns) for ns in self._store.namespaces()]))
+        except (MeshError, trio.BrokenResourceError, trio.ClosedResourceError, trio.EndOfChannel, OSError,
+                trio.TooSlowError) as exc:
+            # A peer's link failing (or its request hitting a local storage error) ends that
+            # link only; it is logged at debug level, never fatal to the service.
+            log.debug("kv link from %s closed: %r", addr, exc)
+        finally:
+            await _close_quietly(link)
+
+    async def _serve_kv(self, link: Any, node: bytes) -> None:
+        core = self.core
+        assert core is not None
+        while True:
+            batch = await link.receive_message()
+            pos, end = 0, len(batch)
+            while pos < end:
+                size = int.from_bytes(batch[pos:pos + 4], "big")
+                if pos + 4 + size > end:
+                    raise RemoteProtocolError("truncated kv batch")  # remote garbage: drop the link
+                data = batch[pos + 4:pos + 4 + size]
+                pos += 4 + size
+                self._perform(core.on_message(self._now(), node, data))
+
+    # --- small RPCs: scan and namespace pull ------------------------------------------------------
+
+    async def _rpc(self, node: bytes, kind: str, body: Any) -> Any:
+        peer = self._peers.get(node)
+        if peer is None:
+            raise LocalProtocolError("unknown peer")
+        with trio.fail_after(self.config.rpc_timeout_s):
+            link = await self._open(peer.addr, kind, body)
+            try:
+                reply = await link.receive_message()
+            finally:
+                await _close_quietly(link)
+        try:
+            return cbor2.loads(reply)
+        except Exception:
+            raise DecodeError("bad rpc reply") from None
+
+    async def _scan_peer(self, node: bytes, namespace: str, prefix: bytes, limit: int) -> list[Record]:
+        rows = await self._rpc(node, "scan", [namespace, prefix, limit])
+        out: list[Record] = []
+        if not isinstance(rows, list):
+            raise DecodeError("bad scan reply")
+        for row in rows[:limit]:
+            try:
+                k, s, v = row
+                out.append(Record(k, v, Stamp.from_bytes(s)))
+            except (ValueError, TypeError, DecodeError):
+                self.counters["hello_bad"] += 1
+        return out
+
+    async def _serve_scan(self, link: Any, body: Any) -> None:
+        try:
+            namespace, prefix, limit = body
+            prefix = as_key(prefix) if prefix else b""
+            limit = min(int(limit), self.config.scan_records_max)
+            self._store.namespace(namespace)
+        except (ValueError, TypeError, MeshError):
+            await link.send_message(cbor2.dumps([]))
+            return
+        records = await self._reader.scan(namespace, prefix, max(1, limit))
+        await link.send_message(cbor2.dumps([[r.key, r.stamp.to_bytes(), r.value] for r in records]))
+
+    async def _pull_namespaces(self, node: bytes) -> None:
+        try:
+            specs = await self._rpc(node, "ns", None)
+        except (OSError, trio.BrokenResourceError, trio.EndOfChannel, trio.TooSlowError, MeshError):
+            return
+        if not isinstance(specs, list):
+            return
+        for blob in specs[:1000]:
+            await self.learn_namespace(blob)
+
+    async def _namespace_loop(self) -> None:
+        """Pull the definitions of one random live peer now and then, so a namespace whose
+        gossip was lost still reaches everyone (and a restarted node catches up)."""
+        while True:
+            await trio.sleep(self.config.namespace_pull_s * (0.5 + self._rng.random()))
+            core = self.core
+            live = [n for n in self._peers if core is not None and core.view.is_alive(n)]
+            if live:
+                await self._pull_namespaces(live[self._rng.randrange(len(live))])
+
+    async def learn_namespace(self, blob: object) -> None:
+        """A namespace definition from a peer (gossip or pull): remote input."""
+        if type(blob) is not bytes:
+            return
+        try:
+            ns = decode_namespace(blob)
+        except DecodeError:
+            self.counters["hello_bad"] += 1
+            return
+        try:
+            await self.define(ns, local=False)
+        except (StorageError, NamespaceError) as exc:
+            log.warning("cannot store namespace %r from a peer: %s", ns.name, exc)
+
+    # --- anti-entropy -------------------------------------------------------------------------
+
+    def _replica_peers(self, ns: Namespace) -> list[bytes]:
+        core = self.core
+        assert core is not None
+        if not ns.allows(self.me.region):
+            return []
+        return sorted(m.node for m in core.view.ring.members()
+                      if m.node != self.me.node and ns.allows(m.region) and core.view.is_alive(m.node))
+
+    def _keep_for(self, ns: Namespace, peer: bytes) -> Callable[[bytes], bool]:
+        core = self.core
+        assert core is not None
+
+        def keep(key: bytes) -> bool:
+            try:
+                home = core.view.replicas(ns, key)
+            except MeshError:
+                return False
+            return peer in home and self.me.node in home
+
+        return keep
+
+    def _apply_repair(self, namespace: str, rec: Record) -> None:
+        core = self.core
+        assert core is not None
+        self.counters["ae_records_applied"] += 1
+        msg = Repair(sender=self.me.node, namespace=namespace, key=rec.key, stamp=rec.stamp, value=rec.value)
+        self._perform(core.replica.on_repair(self._now(), msg))
+
+    def _ae_driver(self, replica: PeerReplica) -> AntiEntropyDriver[bytes]:
+        limits = ReconcileConfig()
+        burst = max(128 * 1024, limits.message_bytes_max + 4)
+        cfg = AntiEntropyConfig(bytes_per_s=self.config.ae_bytes_per_s, burst_bytes=burst,
+                                session_timeout_s=max(30.0, self.config.ae_interval_s))
+        return AntiEntropyDriver(replica, peers=lambda: [], connect=_no_connect, rng=self._rng, config=cfg)
+
+    async def _reconcile_peer(self, node: bytes) -> None:
+        core = self.core
+        assert core is not None
+        for ns in self._store.namespaces():
+            if node in self._replica_peers(ns):
+                await self._reconcile(ns, node)
+
+    async def _reconcile(self, ns: Namespace, node: bytes) -> bool:
+        peer = self._peers.get(node)
+        if peer is None:
+            return False
+        try:
+            replica = await PeerReplica.build(self._reader, ns.name, self._keep_for(ns, node), self._apply_repair)
+            link = await self._open(peer.addr, "ae", ns.name)
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError, MeshError):
+            self.counters["ae_failed"] += 1
+            return False
+        try:
+            stats = await self._ae_driver(replica).initiate(_MessageByteStream(link), peer=node)
+        except (MeshError, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            stats = None
+        finally:
+            await _close_quietly(link)
+        self.counters["ae_sessions" if stats is not None else "ae_failed"] += 1
+        return stats is not None
+
+    async def _serve_ae(self, link: Any, node: bytes, body: Any) -> None:
+        core = self.core
+        assert core is not None
+        ns = core.view.known_namespace(body) if type(body) is str else None
+        if ns is None or node not in self._replica_peers(ns):
+            return
+        replica = await PeerReplica.build(self._reader, ns.name, self._keep_for(ns, node), self._apply_repair)
+        stats = await self._ae_driver(replica).serve(_MessageByteStream(link), peer=node)
+        self.counters["ae_sessions" if stats is not None else "ae_failed"] += 1
+
+    async def _ae_loop(self) -> None:
+        interval = self.config.ae_interval_s
+        while True:
+            await trio.sleep(interval * (0.8 + 0.4 * self._rng.random()))
+            for ns in self._store.namespaces():
+                for node in self._replica_peers(ns):
+                    # Only one side of each pair initiates a periodic round (the smaller id).
+                    if self.me.node < node:
+                        await self._reconcile(ns, node)
+
+    async def reconcile_all(self) -> int:
+        """Run one session with every live replica peer of every namespace now (tests, heal)."""
+        ok = 0
+        for ns in self._store.namespaces():
+            for node in self._replica_peers(ns):
+                ok += await self._reconcile(ns, node)
+        return ok
+
+
+async def _no_connect(peer: bytes) -> trio.abc.Stream:
+    raise OSError("sessions are opened by the kv service")
+
+
+async def _close_quietly(link: Any) -> None:
+    with trio.CancelScope(shield=True):
+        try:
+            await link.aclose()
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, MeshError):
+            pass
+
+
+class _MessageByteStream(trio.abc.Stream):
+    """A byte stream over a message link: each `send_all` is one message (the session
+    driver frames its own messages, so message boundaries need not match reads)."""
+
+    def __init__(self, link: Any) -> None:
+        self._link = link
+        self._pending = b""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._link.send_message(bytes(data))
+
+    async def wait_send_all_might_not_block(self) -> None:
+        return None
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if not self._pending:
+            try:
+                self._pending = await self._link.receive_message()
+            except trio.EndOfChannel:
+                return b""
+        n = len(self._pending) if max_bytes is None else max_bytes
+        out, self._pending = self._pending[:n], self._pending[n:]
+        return out
+
+    async def aclose(self) -> None:
+        pass  # the owner closes the link
+
+
+def sites_and_region(site: str, region: str, node: bytes) -> tuple[str, str]:
+    """Placement identity from metadata: a node naming no site is its own site."""
+    return (site or f"node-{node.hex()[:16]}", region or UNSET_REGION)
+

@@ -1,0 +1,316 @@
+"""The kv layer in running nodes: real UDP/TCP sockets on loopback, secure links, real SQLite.
+
+Each test is bounded by `fail_after`; nothing asserts on wall-clock durations.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from meshcore.errors import ConsistencyError, LocalProtocolError, NamespaceError, RecordError
+from meshcore.kv import KvConfig
+from meshcore.node import Node, open_node
+from meshcore.node.testing import SecureCluster
+from meshcore.runtime._kv import KvServiceConfig
+
+LIMIT_S = 60.0
+FAST = KvServiceConfig(core=KvConfig(request_timeout_s=1.0, tick_s=0.2, hint_retry_s=0.3),
+                       connect_timeout_s=2.0, reconnect_backoff_s=0.1, ae_interval_s=3600.0,
+                       synchronous="normal")
+
+
+class KvMesh:
+    """Nodes with stores under `root`; each runs in its own cancel scope so it can crash."""
+
+    def __init__(self, nursery: trio.Nursery, root: Path, names: list[str]) -> None:
+        self.nursery = nursery
+        self.root = root
+        self.cluster = SecureCluster(names)
+        self.nodes: dict[str, Node] = {}
+        self.scopes: dict[str, trio.CancelScope] = {}
+        self.seed: tuple[str, int] | None = None
+
+    async def start(self, name: str, *, region: str = "r1", data: bool = True) -> Node:
+        fields: dict[str, object] = dict(profile="local", site=f"site-{name}", region=region,
+                                         seeds=[self.seed] if self.seed else [], kv=FAST)
+        if data:
+            fields.update(data_dir=self.root / name, kv_port=0)
+        config = self.cluster.config(name, **fields)
+        scope = trio.CancelScope()
+
+        async def run(*, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                async with open_node(config) as node:
+                    task_status.started(node)
+                    await trio.sleep_forever()
+
+        node: Node = await self.nursery.start(run)
+        self.seed = self.seed or node.addr
+        self.nodes[name] = node
+        self.scopes[name] = scope
+        return node
+
+    def crash(self, name: str) -> None:
+        self.scopes.pop(name).cancel()
+        self.nodes.pop(name)
+
+    async def settle(self) -> None:
+        """Wait until every kv node sees every other kv node alive."""
+        ids = [n.node_id for n in self.nodes.values() if n.kv.enabled]
+        while True:
+            if all(n.kv.service.core is not None and
+                   all(n.kv.service.core.view.is_alive(x) for x in ids if x != n.node_id)
+                   for n in self.nodes.values() if n.kv.enabled):
+                return
+            await trio.sleep(0.05)
+
+
+@asynccontextmanager
+async def kv_mesh(root: Path, names: list[str], **regions: str) -> AsyncIterator[KvMesh]:
+    with trio.fail_after(LIMIT_S):
+        async with trio.open_nursery() as nursery:
+            mesh = KvMesh(nursery, root, names)
+            for name in names:
+                await mesh.start(name, region=regions.get(name, "r1"))
+            await mesh.settle()
+            yield mesh
+            nursery.cancel_scope.cancel()
+
+
+async def wait_for_namespace(mesh: KvMesh, name: str) -> None:
+    while not all(any(ns.name == name for ns in n.kv.namespaces()) for n in mesh.nodes.values()):
+        await trio.sleep(0.05)
+
+
+async def test_put_get_delete_scan_at_every_consistency_level_across_three_nodes(tmp_path: Path) -> None:
+    async with kv_mesh(tmp_path, ["a", "b", "c"]) as mesh:
+        a, b, c = (mesh.nodes[x] for x in "abc")
+        await a.kv.create_namespace("photos", replicas=2)
+        await wait_for_namespace(mesh, "photos")
+        for i, level in enumerate(("one", "quorum", "all")):
+            await a.kv.put("photos", f"k{i}", b"v%d" % i, consistency=level)
+        assert await b.kv.get("photos", "k1") == b"v1"
+        assert await c.kv.get("photos", "k2", consistency="all") == b"v2"
+        await c.kv.delete("photos", "k1")
+        assert await a.kv.get("photos", "k1") is None
+        assert await b.kv.scan("photos", "k") == [(b"k0", b"v0"), (b"k2", b"v2")]
+
+
+async def test_a_namespace_created_on_one_node_reaches_a_late_joiner(tmp_path: Path) -> None:
+    async with kv_mesh(tmp_path, ["a", "b"]) as mesh:
+        await mesh.nodes["a"].kv.create_namespace("late", replicas=2)
+        await wait_for_namespace(mesh, "late")
+        mesh.cluster.issue("d")
+        d = await mesh.start("d")
+        await mesh.settle()
+        await wait_for_namespace(mesh, "late")
+        await d.kv.put("late", "x", b"1")
+        assert await mesh.nodes["a"].kv.get("late", "x") == b"1"
+
+
+async def test_watch_sees_changes_applied_on_a_replica(tmp_path: Path) -> None:
+    async with kv_mesh(tmp_path, ["a", "b"]) as mesh:
+        a, b = mesh.nodes["a"], mesh.nodes["b"]
+        await a.kv.create_namespace("w", replicas=2)
+        await wait_for_namespace(mesh, "w")
+        async with b.kv.watch("w", "user/") as changes:
+            await a.kv.put("w", "other", b"x", consistency="all")
+            await a.kv.put("w", "user/1", b"hello", consistency="all")
+            await a.kv.delete("w", "user/1", consistency="all")
+            first = await changes.__anext__()
+            second = await changes.__anext__()
+        assert (first.key, first.value) == (b"user/1", b"hello")
+        assert (second.key, second.value) == (b"user/1", None)
+        assert second.stamp > first.stamp
+
+
+async def test_a_node_down_then_back_gets_its_writes_by_hinted_handoff_and_read_repair(tmp_path: Path) -> None:
+    async with kv_mesh(tmp_path, ["a", "b", "c"]) as mesh:
+        a = mesh.nodes["a"]
+        await a.kv.create_namespace("h", replicas=3)
+        await wait_for_namespace(mesh, "h")
+        await a.kv.put("h", "before", b"old", consistency="all")
+        mesh.crash("c")
+        while a.kv.service.core.view.is_alive(mesh.cluster.credentials["c"].key.node_id):  # type: ignore[union-attr]
+            await trio.sleep(0.05)
+        with pytest.raises(ConsistencyError):
+            await a.kv.put("h", "k", b"x", consistency="all")  # a home replica is known down
+        await a.kv.put("h", "k", b"v", consistency="quorum")
+        assert a.kv.service.statistics()["hints_stored"] + mesh.nodes["b"].kv.service.statistics()[
+            "hints_stored"] == 0  # rf=3 on 3 nodes: no stand-in site exists, so no hint
+        c = await mesh.start("c")
+        await mesh.settle()
+        # Read repair: a read at `all` finds c stale and repairs it.
+        assert await a.kv.get("h", "k", consistency="all") == b"v"
+        while await c.kv.service._store.get("h", b"k") is None:
+            await trio.sleep(0.05)
+        assert (await c.kv.service._store.get("h", b"before")) is not None
+
+
+async def test_hints_held_by_a_stand_in_reach_the_replica_when_it_returns(tmp_path: Path) -> None:
+    async with kv_mesh(tmp_path, ["a", "b", "c", "d"]) as mesh:
+        a = mesh.nodes["a"]
+        await a.kv.create_namespace("hh", replicas=2)
+        await wait_for_namespace(mesh, "hh")
+        svc = a.kv.service
+        assert svc.core is not None
+        ns = svc.core.view.namespace("hh")
+        d_id = mesh.nodes["d"].node_id
+        keys = [f"k{i}" for i in range(200) if d_id in svc.core.view.replicas(ns, f"k{i}".encode())][:10]
+        assert keys
+        mesh.crash("d")
+        while svc.core.view.is_alive(d_id):
+            await trio.sleep(0.05)
+        for k in keys:
+            await a.kv.put("hh", k, b"while-down", consistency="quorum")
+        held = sum(n.kv.service.statistics()["hints_stored"] for n in mesh.nodes.values())
+        assert held >= len(keys)
+        d = await mesh.start("d")
+        await mesh.settle()
+        for k in keys:
+            while (rec := await d.kv.service._store.get("hh", k.encode())) is None:
+                await trio.sleep(0.05)
+            assert rec.value == b"while-down"
+
+
+async def test_anti_entropy_session_repairs_a_replica_that_missed_writes(tmp_path: Path) -> None:
+    async with kv_mesh(tmp_path, ["a", "b"]) as mesh:
+        a, b = mesh.nodes["a"], mesh.nodes["b"]
+        await a.kv.create_namespace("ae", replicas=2)
+        await wait_for_namespace(mesh, "ae")
+        # Write on a's store only (as if b had missed it and no hint existed).
+        from meshcore.kv import HLC, Record
+
+        hlc = HLC(a.node_id, 0.5)
+        recs = [Record(b"k%d" % i, b"v%d" % i, hlc.now(time.time())) for i in range(50)]
+        await a.kv.service._store.put_many("ae", recs)
+        assert await b.kv.service._store.get("ae", b"k7") is None
+        assert await a.kv.service.reconcile_all() == 1
+        while await b.kv.service._store.get("ae", b"k49") is None:
+            await trio.sleep(0.05)
+        assert (await b.kv.service._store.get("ae", b"k7")).value == b"v7"  # type: ignore[union-attr]
+
+
+async def test_bad_input_raises_clearly_and_stores_nothing(tmp_path: Path) -> None:
+    async with kv_mesh(tmp_path, ["a", "b"]) as mesh:
+        a = mesh.nodes["a"]
+        await a.kv.create_namespace("ok", replicas=2)
+        with pytest.raises(NamespaceError, match="not defined"):
+            await a.kv.put("nope", "k", b"v")
+        with pytest.raises(RecordError, match="bytes"):
+            await a.kv.put("ok", "k", "text")  # type: ignore[arg-type]
+        with pytest.raises(RecordError, match="at most"):
+            await a.kv.put("ok", "k", b"x" * (1024 * 1024 + 1))
+        with pytest.raises(LocalProtocolError):
+            await a.kv.put("ok", "k", b"v", consistency="most")
+        with pytest.raises(NamespaceError, match="no storage node is in region"):
+            await a.kv.create_namespace("far", regions=["mars"])
+        with pytest.raises(NamespaceError, match="needs 3 sites"):
+            await a.kv.create_namespace("big", replicas=3)
+        with pytest.raises(NamespaceError, match="already exists"):
+            await a.kv.create_namespace("ok", replicas=1)
+        assert [ns.name for ns in a.kv.namespaces()] == ["ok"]
+        assert await a.kv.scan("ok") == []
+
+
+async def test_a_node_without_data_dir_says_how_to_enable_kv(tmp_path: Path) -> None:
+    with trio.fail_after(LIMIT_S):
+        async with trio.open_nursery() as nursery:
+            mesh = KvMesh(nursery, tmp_path, ["x"])
+            x = await mesh.start("x", data=False)
+            with pytest.raises(LocalProtocolError, match="--data-dir"):
+                await x.kv.put("ns", "k", b"v")
+            nursery.cancel_scope.cancel()
+
+
+async def test_placement_uses_the_certified_region_not_the_claimed_one(tmp_path: Path) -> None:
+    async with kv_mesh(tmp_path, ["a", "b"], a="claimed", b="claimed") as mesh:
+        a = mesh.nodes["a"]
+        # The certificates say region "test"; the metadata claims "claimed".
+        with pytest.raises(NamespaceError, match="no storage node is in region"):
+            await a.kv.create_namespace("x", regions=["claimed"])
+        await a.kv.create_namespace("y", regions=["test"])
+        await wait_for_namespace(mesh, "y")
+        await a.kv.put("y", "k", b"v", consistency="all")
+
+
+async def test_a_kv_link_speaking_for_another_node_is_refused(tmp_path: Path) -> None:
+    from meshcore.runtime._kv import encode_hello
+
+    async with kv_mesh(tmp_path, ["a", "b"]) as mesh:
+        a, b = mesh.nodes["a"], mesh.nodes["b"]
+        target = ("127.0.0.1", a.kv.port)
+        raw = await trio.open_tcp_stream(*target)
+        link = await b.kv.service._wrap(raw, initiator=True, peer=target)  # b's certificate...
+        await link.send_message(encode_hello("kv", a.node_id))  # ...claiming to be a
+        while a.kv.service.counters["hello_bad"] == 0:
+            await trio.sleep(0.02)
+        await link.aclose()
+        assert a.kv.service.statistics()["dropped_messages"] == 0
+
+
+def test_a_slow_watcher_loses_its_oldest_changes_and_counts_them() -> None:
+    from meshcore.kv import Stamp
+    from meshcore.runtime._kv import Change, Watch
+
+    w = Watch(None, "ns", b"", buffer_max=2)  # type: ignore[arg-type]
+    for i in range(5):
+        w._offer(Change("ns", b"k%d" % i, b"v", Stamp(1_000_000 + i, 0, b"\x00" * 16)))
+    assert w.dropped == 3
+    assert [c.key for c in w._buffer] == [b"k3", b"k4"]
+
+
+async def test_insecure_nodes_replicate_over_plain_links(tmp_path: Path) -> None:
+    from meshcore.node import NodeConfig
+
+    with trio.fail_after(LIMIT_S):
+        async with trio.open_nursery() as nursery:
+            nodes: list[Node] = []
+            for name in ("p", "q"):
+                config = NodeConfig(name=name, insecure=True, profile="local", site=name, region="r",
+                                    seeds=[nodes[0].addr] if nodes else [], data_dir=tmp_path / name,
+                                    kv_port=0, kv=FAST)
+
+                async def run(config: NodeConfig = config, *,
+                              task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+                    async with open_node(config) as node:
+                        task_status.started(node)
+                        await trio.sleep_forever()
+
+                nodes.append(await nursery.start(run))
+            p, q = nodes
+            while not p.kv.service.core.view.is_alive(q.node_id):  # type: ignore[union-attr]
+                await trio.sleep(0.05)
+            await p.kv.create_namespace("plain", replicas=2, regions=["r"])
+            while not q.kv.namespaces():
+                await trio.sleep(0.05)
+            await q.kv.put("plain", "k", b"v", consistency="all")
+            assert await p.kv.get("plain", "k", consistency="one") == b"v"
+            nursery.cancel_scope.cancel()
+
+
+async def test_garbage_on_the_kv_port_is_counted_and_the_service_keeps_working(tmp_path: Path) -> None:
+    from meshcore.runtime._kv import encode_hello
+
+    async with kv_mesh(tmp_path, ["a", "b"]) as mesh:
+        a, b = mesh.nodes["a"], mesh.nodes["b"]
+        await a.kv.create_namespace("g", replicas=2)
+        await wait_for_namespace(mesh, "g")
+        target = ("127.0.0.1", a.kv.port)
+        raw = await trio.open_tcp_stream(*target)
+        await raw.send_all(b"\x00\x00\x00\x10" + b"not a handshake!" * 3)
+        await raw.aclose()
+        link = await b.kv.service._wrap(await trio.open_tcp_stream(*target), initiator=True, peer=target)
+        await link.send_message(encode_hello("kv", b.node_id))
+        await link.send_message(b"\x00\x00\x00\x03abc" + b"\x00\x00\x00\x09truncated")  # bad message, bad batch
+        await link.aclose()
+        while a.kv.service.counters["links_refused"] == 0 or a.kv.service.statistics()["dropped_messages"] == 0:
+            await trio.sleep(0.02)
+        await b.kv.put("g", "still", b"fine", consistency="all")
+        assert await a.kv.get("g", "still") == b"fine"
