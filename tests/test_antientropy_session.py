@@ -87,6 +87,38 @@ def test_versions_the_leaf_window_cannot_order_are_settled_by_an_offer(pair, see
     assert result.records_sent <= 1.05 * _differ(a_rec, b_rec)
 
 
+def _window_one_pair(a_rec, b_rec, seed):
+    a, b = _replica(a_rec), _replica(b_rec)
+    result = reconcile_pair(a, b, rng=random.Random(seed), config=ReconcileConfig(window_bytes=1, message_bytes_max=4096))
+    return a, b, result
+
+
+def test_a_newer_tombstone_whose_short_version_hash_collides_with_the_stale_value_still_crosses():
+    # With this salt the 1-byte hashes of (0x94, tombstone) and (0x93, live) are equal and the
+    # 1-byte windows tie, so the leaf shows no difference although the node's fingerprints do.
+    same = {k: (1, False) for k in (b"\x01", b"\x02", b"\x03", b"\x04", b"\0" * 2, b"\0" * 3, b"\0" * 4, b"\0" * 6)}
+    same[b"\0" * 5] = (256, False)
+    a, b, result = _window_one_pair({**same, b"\x00": (148, True)}, {**same, b"\x00": (147, False)}, seed=0)
+    assert a.snapshot() == b.snapshot()
+    assert b.read(b"\x00") == VersionedRecord(b"\x00", _v(148), None)
+    assert result.verified is True
+    assert result.records_sent == 1
+
+
+def test_a_version_hash_collision_hidden_beside_a_real_difference_is_caught_by_the_leaf_check():
+    # Key 0x000000 ties (0x03e2 vs 0x03e1, hashes equal with this salt) in a leaf where the
+    # key 0x0000 really differs, so only the check of the matched entries reveals it.
+    same = {b"\0" * 4: (1, False), b"\0" * 5: (1, False), b"\0": (1, False)}
+    a_rec = {**same, b"\0" * 3: (994, True), b"\0" * 2: (1, False)}
+    b_rec = {**same, b"\0" * 3: (993, True)}
+    a, b, result = _window_one_pair(a_rec, b_rec, seed=0)
+    assert a.snapshot() == b.snapshot()
+    assert b.read(b"\0" * 3) == VersionedRecord(b"\0" * 3, _v(994), None)
+    assert result.initiator.checks_failed + result.responder.checks_failed == 1
+    assert result.verified is True
+    assert result.records_sent == 2
+
+
 def test_identical_replicas_settle_in_one_round_trip_of_a_few_bytes():
     rng = random.Random(1)
     recs = {rng.randbytes(16): (rng.randrange(1, 10**9), False) for _ in range(5000)}

@@ -41,7 +41,7 @@ __all__ = [
     "decode_frame",
 ]
 
-AE_WIRE_VERSION = 1
+AE_WIRE_VERSION = 2  # 2: a want carries the check of the entries the leaf matched
 CHECKSUM_BYTES = 8
 SALT_BYTES = 16
 _MORE, _FINAL, _DENSE = 1, 2, 4
@@ -93,12 +93,17 @@ class Leaf:
 
 @dataclass(frozen=True, slots=True)
 class Want:
-    """Send me your records of these key ids of node (root, nbits, path)."""
+    """The answer to a leaf of node (root, nbits, path): send me your records of `kids`
+    (possibly none). `check` is the salted fingerprint of the sender's other entries of the
+    node except `skipped` (ids it offered): those it found equal to the leaf's and those it
+    sent as newer. A mismatch proves that a short leaf hash hid a difference."""
 
     root: int
     nbits: int
     path: int
     kids: bytes
+    skipped: bytes
+    check: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +164,8 @@ def encode_block(b: Block) -> bytes:
     if t is Leaf:
         return cbor2.dumps([_LEAF, b.root, b.nbits, b.path, b.vbase, b.entries])  # type: ignore[union-attr]
     if t is Want:
-        return cbor2.dumps([_WANT, b.root, b.nbits, b.path, b.kids])  # type: ignore[union-attr]
+        w: Want = b  # type: ignore[assignment]
+        return cbor2.dumps([_WANT, w.root, w.nbits, w.path, w.kids, w.skipped, w.check])
     if t is Offer:
         return cbor2.dumps([_OFFER, b.key, b.version, b.tombstone])  # type: ignore[union-attr]
     if t is WantKey:
@@ -237,9 +243,10 @@ def _block(f: Any, cfg: ReconcileConfig) -> Block:
         root, nbits, path = _node(f, cfg.depth_bits_max)
         vbase = _bytes(f[4], 0, VERSION_BYTES_MAX, "version base")
         return Leaf(root, nbits, path, vbase, _bytes(f[5], 0, cap, "leaf entries"))
-    if kind == _WANT and n == 5:
+    if kind == _WANT and n == 7:
         root, nbits, path = _node(f, cfg.depth_bits_max)
-        return Want(root, nbits, path, _bytes(f[4], 1, cap, "wanted ids"))
+        kids, skipped = _bytes(f[4], 0, cap, "wanted ids"), _bytes(f[5], 0, cap, "skipped ids")
+        return Want(root, nbits, path, kids, skipped, _bytes(f[6], 2, 16, "want check"))
     if kind == _OFFER and n == 4:
         if type(f[3]) is not bool:
             raise ReconcileError("offer tombstone flag must be a bool")

@@ -16,7 +16,11 @@ reconciliation (Meyer 2022, as in negentropy) with three changes that matter on 
    1-byte salted hash of (version, tombstone). The receiver therefore knows at once which
    side is newer for each key: it sends its newer or missing records and asks for the rest,
    so only the stale side is repaired and a record crosses the link once. Versions the
-   window cannot order (equal windows) take one extra exchange (`Offer`).
+   window cannot order (equal windows) take one extra exchange (`Offer`). Equal windows
+   and equal 1-byte hashes do not prove equal versions, so the answer to a leaf (`Want`)
+   carries a salted fingerprint of the entries it found equal or sent; the leaf's sender
+   answers a mismatch with offers, and a leaf in which nothing differs at all (its node's
+   fingerprints did) is answered with offers at once.
 
 With no difference a session is one exchange of ~100 bytes. 100 differences among 10**6
 keys take 3 round trips (root; children; grandchildren; leaves; records both ways), as the
@@ -51,7 +55,7 @@ import blake3
 
 from ..errors import LocalProtocolError
 from ._config import ReconcileConfig, ReconcileError
-from ._index import HASH_MASK, newer
+from ._index import HASH_MASK, item_hash, newer
 from ._messages import (
     SALT_BYTES,
     Block,
@@ -97,6 +101,8 @@ class SessionStatistics:
     unknown_wants: int
     leaves_sent: int
     nodes_compared: int
+    #: Leaf checks that showed a hidden difference (answered with offers).
+    checks_failed: int
     dense: bool
 
 
@@ -132,7 +138,7 @@ class ReconcileSession:
         self._n = dict.fromkeys(
             ("frames_sent", "frames_received", "bytes_sent", "bytes_received", "records_sent",
              "records_applied", "records_stale", "records_out_of_range", "unknown_wants",
-             "leaves_sent", "nodes_compared"), 0)
+             "leaves_sent", "nodes_compared", "checks_failed"), 0)
         cfg = self._cfg
         if initiator:
             if rng is None:
@@ -260,8 +266,11 @@ class ReconcileSession:
                 if len(kids) * self._entry_bytes != len(b.entries):  # type: ignore[union-attr]
                     raise ReconcileError("leaf lists a key id twice")
             elif t is Want:
-                if b.root >= nroots or len(b.kids) % self._kidb:  # type: ignore[union-attr]
+                w: Want = b  # type: ignore[assignment]
+                if w.root >= nroots or len(w.kids) % self._kidb or len(w.skipped) % self._kidb:
                     raise ReconcileError("want block with a bad root or id width")
+                if len(w.check) != self._fpb:
+                    raise ReconcileError("want check of the wrong width")
             elif t is Verify:
                 if not frame.final or len(b.fps) != nroots * self._cfg.root_fingerprint_bytes:  # type: ignore[union-attr]
                     raise ReconcileError("verification outside a final frame or of the wrong width")
@@ -388,40 +397,75 @@ class ReconcileSession:
         eb, kb, win = self._entry_bytes, self._kidb, self._winb
         theirs = {b.entries[i : i + kb]: b.entries[i + kb : i + eb] for i in range(0, len(b.entries), eb)}
         vbase, skip = b.vbase, len(b.vbase)
-        wanted = []
-        for key, version, tomb in self._index.entries(lo, hi):
+        entries = self._index.entries(lo, hi)
+        wanted: list[bytes] = []
+        offered: list[bytes] = []
+        sent = matched = 0
+        total = 0  # item-hash sum of the entries the peer holds as we do once our records land
+        for key, version, tomb in entries:
             kid = self._kid(key)
             tag = theirs.pop(kid, None)
             if tag is None:
-                self._send_record(key)
-                continue
-            head = version[:skip]
-            if head != vbase:
-                order = 1 if head > vbase else -1
+                order = 1
             else:
-                window = version[skip : skip + win].ljust(win, b"\0")
-                their_window = tag[:win]
-                order = 0 if window == their_window else (1 if window > their_window else -1)
+                head = version[:skip]
+                if head != vbase:
+                    order = 1 if head > vbase else -1
+                else:
+                    window = version[skip : skip + win].ljust(win, b"\0")
+                    their_window = tag[:win]
+                    order = 0 if window == their_window else (1 if window > their_window else -1)
+            if order < 0:
+                wanted.append(kid)
+                continue
+            if order == 0 and self._vh(version, tomb) != tag[win:]:  # type: ignore[index]
+                self._push(Offer(key, version, tomb), _ACTIVE)
+                offered.append(kid)
+                continue
             if order > 0:
                 self._send_record(key)
-            elif order < 0:
-                wanted.append(kid)
-            elif self._vh(version, tomb) != tag[win:]:
-                self._push(Offer(key, version, tomb), _ACTIVE)
+                sent += 1
+            else:
+                matched += 1
+            total += item_hash(key, version, tomb)
         wanted.extend(theirs)  # ids we do not hold at all
-        if wanted:
-            self._push(Want(b.root, b.nbits, b.path, b"".join(wanted)), _ACTIVE)
+        if matched and not (wanted or offered or sent):
+            # The peer sent this leaf because the node's fingerprints differ, yet every entry
+            # matched: a short version hash collided on versions the window could not order.
+            # Offer them all: an offer is compared exactly.
+            for key, version, tomb in entries:
+                self._push(Offer(key, version, tomb), _ACTIVE)
+            return
+        if wanted or matched:
+            # A match rests on the short version hash (the windows tied). The check lets the
+            # peer prove the matches, and it answers a mismatch with offers. It is active (it
+            # costs a frame when we only send records) because the peer cannot answer a final
+            # frame; a hidden difference would otherwise wait for the next session.
+            check = self._fp(matched + sent, total, self._fpb)
+            self._push(Want(b.root, b.nbits, b.path, b"".join(wanted), b"".join(offered), check), _ACTIVE)
 
     def _on_want(self, b: Want) -> None:
         lo, hi = self._splitters[b.root].bounds(b.nbits, b.path)
         kb = self._kidb
         wanted = {b.kids[i : i + kb] for i in range(0, len(b.kids), kb)}
-        for key in list(self._index.keys(lo, hi)):
+        skipped = {b.skipped[i : i + kb] for i in range(0, len(b.skipped), kb)}
+        rest = []
+        total = 0
+        for key, version, tomb in self._index.entries(lo, hi):
             kid = self._kid(key)
             if kid in wanted:
                 wanted.discard(kid)
                 self._send_record(key)
+            elif kid not in skipped:
+                rest.append((key, version, tomb))
+                total += item_hash(key, version, tomb)
         self._n["unknown_wants"] += len(wanted)
+        if self._fp(len(rest), total, self._fpb) != b.check:
+            # The entries the peer found equal (or sent us, already applied: its records
+            # travel before its want) are not what we hold: offer ours, compared exactly.
+            self._n["checks_failed"] += 1
+            for key, version, tomb in rest:
+                self._push(Offer(key, version, tomb), _ACTIVE)
 
     def _on_offer(self, b: Offer) -> None:
         if not self._in_roots(b.key):
