@@ -54,12 +54,12 @@ def test_a_healed_partition_merges_by_itself() -> None:
     w = World(8, nodes=30)
     w.run_until(10.0)
     w.partition([range(15), range(15, 30)])
-    w.run_until(40.0)
+    w.run_until(70.0)  # long enough for each half to declare the other dead
     s0 = w.swim(0)
     assert s0.status_of(w.nodes[20].node_id) is Status.DEAD
     w.heal()
-    t = 40.0
-    while not w.converged() and t < 60.0:
+    t = 70.0
+    while not w.converged() and t < 90.0:
         t += 0.5
         w.run_until(t)
     assert w.converged(), "views did not merge within 20 s of the heal"
