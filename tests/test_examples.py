@@ -28,8 +28,8 @@ def test_failover_moves_the_service_to_another_site_after_a_power_cut() -> None:
                          capture_output=True, text=True, timeout=90)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    victim = next(l for l in lines if l.startswith("power cut at ")).split()[-1]
-    moved = next(l for l in lines if "failed over to" in l)
+    victim = next(ln for ln in lines if ln.startswith("power cut at ")).split()[-1]
+    moved = next(ln for ln in lines if "failed over to" in ln)
     assert victim not in moved.split("failed over to")[1]
     # Exactly one owner before the cut, exactly one more after it.
-    assert sum("starts" in l or "I own" in l for l in lines) == 2
+    assert sum("starts" in ln or "I own" in ln for ln in lines) == 2
