@@ -216,7 +216,9 @@ def _start_agents(args: argparse.Namespace, work: Path, agents: list[AgentProces
         join = [f"{agents[0].addr[0]}:{agents[0].addr[1]}"] if agents else []  # type: ignore[index]
         a = AgentProcess(name, work, join=join, credentials=creds, profile=args.profile,
                          extra=["--data-dir", str(work / f"data-{name}"), "--site", f"s{i}", "--region", "r1",
-                                "--kv-sync", args.sync])
+                                # Any free kv port: the default (SWIM port + 1) can be taken by
+                                # another process's ephemeral port and fail the start.
+                                "--kv-port", "0", "--kv-sync", args.sync])
         agents.append(a)  # before start(): a failed start is still reaped by the caller
         a.start(timeout_s=30.0)
     _wait_sync(lambda: all(int(a.request("kv.stats")["kv"]["peers"]) == args.nodes - 1 for a in agents),

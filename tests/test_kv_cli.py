@@ -65,3 +65,28 @@ def test_kv_commands_parse_their_arguments() -> None:
     assert (args.name_, args.replicas, args.regions) == ("photos", 3, "a,b")
     args = p.parse_args(["kv", "ls", "ns"])
     assert args.prefix == ""
+
+
+async def test_an_idle_client_is_cut_off_but_a_slow_request_is_not(autojump_clock: object) -> None:
+    import json
+
+    import trio.testing
+
+    from meshcore.cli import _control
+
+    async def slow(node: object, req: dict[str, object], send: object) -> dict[str, object]:
+        await trio.sleep(3 * _control.CLIENT_TIMEOUT_S)  # handling has no time limit
+        return {"ok": True, "slept": True}
+
+    _control.EXTRA_OPS["test.slow"] = slow
+    try:
+        client, server = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_control._serve_client, server, None, lambda: None)
+            await client.send_all(json.dumps({"op": "test.slow"}).encode() + b"\n")
+            assert json.loads(await client.receive_some(1000)) == {"ok": True, "slept": True}
+            start = trio.current_time()
+            assert await client.receive_some(1000) == b""  # no request: closed after the timeout
+            assert trio.current_time() - start >= _control.CLIENT_TIMEOUT_S
+    finally:
+        del _control.EXTRA_OPS["test.slow"]

@@ -407,3 +407,44 @@ def test_message_whose_sender_is_not_the_source_is_dropped() -> None:
               stamp=net.cores[a].hlc.now(net.now), value=b"v")
     assert net.cores[a].on_message(net.now, nid(5), encode_kv(w)) == []
     assert net.cores[a].statistics().dropped_messages == 1
+
+
+# --- a coordinator that is itself a home replica --------------------------------------
+
+
+def test_a_coordinator_that_is_a_home_replica_writes_locally_without_messaging_itself() -> None:
+    net = Net()
+    net.hold = True
+    a, b = net.home("any", b"k")
+    rid = net.call(a, net.cores[a].put(net.now, "any", b"k", b"v", "all"))
+    assert all(to != frm for frm, to, _ in net.sent)  # nothing addressed to oneself
+    assert [n for n, e in net.held if isinstance(e, Persist)] == sorted([a, b], key=[a, b].index)
+    assert (a, rid) not in net.done  # not before both copies are durable
+    net.flush()
+    assert net.done[(a, rid)].ok
+    assert net.stores[a].get("any", b"k").value == b"v"  # type: ignore[union-attr]
+    assert [(frm, to) for frm, to, m in net.sent if isinstance(m, WriteAck)] == [(b, a)]
+
+
+def test_a_local_refusal_completes_a_write_that_can_no_longer_succeed() -> None:
+    net = Net(KvConfig(hint_ttl_s=60.0, tombstone_resend_s=5.0, pending_max=1))
+    net.hold = True
+    a, _ = net.home("any", b"k")
+    other = next(k for k in (b"j%d" % i for i in range(100)) if net.home("any", k)[0] == a)
+    first = net.call(a, net.cores[a].put(net.now, "any", other, b"v", "all"))  # holds a's one slot
+    rid = net.call(a, net.cores[a].put(net.now, "any", b"k", b"v", "all"))
+    done = net.done[(a, rid)]  # refused at once by its own replica side: no timeout needed
+    assert not done.ok and "busy" in str(done.error)
+    net.flush()
+    assert net.done[(a, first)].ok
+
+
+def test_a_coordinator_that_is_a_home_replica_reads_and_repairs_itself_locally() -> None:
+    net = Net()
+    a, b = net.home("any", b"k")
+    new = Record(b"k", b"new", Stamp(2_000, 0, nid(9)))
+    net.stores[b].put("any", new)
+    rid = net.call(a, net.cores[a].get(net.now, "any", b"k", "all"))
+    assert net.done[(a, rid)].record == new
+    assert net.stores[a].get("any", b"k") == new  # read repair of its own copy
+    assert all(to != frm for frm, to, _ in net.sent)

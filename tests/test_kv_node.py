@@ -314,3 +314,20 @@ async def test_garbage_on_the_kv_port_is_counted_and_the_service_keeps_working(t
             await trio.sleep(0.02)
         await b.kv.put("g", "still", b"fine", consistency="all")
         assert await a.kv.get("g", "still") == b"fine"
+
+
+@pytest.mark.parametrize("slack", [-0.1, 2.0, True, "0.01"])
+def test_a_timer_slack_outside_zero_to_one_second_is_refused(slack: object) -> None:
+    with pytest.raises(LocalProtocolError, match="timer_slack_s"):
+        KvServiceConfig(timer_slack_s=slack)  # type: ignore[arg-type]
+
+
+async def test_link_batches_are_counted(tmp_path: Path) -> None:
+    async with kv_mesh(tmp_path, ["a", "b", "c"]) as mesh:
+        a = mesh.nodes["a"]
+        await a.kv.create_namespace("n", replicas=3)
+        await wait_for_namespace(mesh, "n")
+        for i in range(5):
+            await a.kv.put("n", f"k{i}", b"v", consistency="all")
+        s = a.kv.statistics()
+        assert s["link_messages_sent"] >= 10 and 1 <= s["link_batches_sent"] <= s["link_messages_sent"]

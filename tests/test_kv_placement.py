@@ -180,3 +180,46 @@ def test_removing_an_unknown_node_is_a_no_op_and_bad_members_are_refused() -> No
         RingMember(node(1), "", "r")
     with pytest.raises(LocalProtocolError, match="vnodes_per_node"):
         Ring(vnodes_per_node=0)
+
+
+@settings(max_examples=40)
+@given(layouts, st.lists(namespaces, min_size=1, max_size=3), st.randoms(use_true_random=False))
+def test_the_placement_cache_never_answers_differently_from_a_fresh_ring(
+    members: list[RingMember], spaces: list[Namespace], rnd: random.Random
+) -> None:
+    # One long-lived ring (cached walks) against a ring rebuilt from scratch, through joins,
+    # leaves and re-certified sites; every answer and every refusal must agree.
+    ring = Ring(members[:1], vnodes_per_node=8)
+    current = {m.node: m for m in members[:1]}
+    for step in range(12):
+        m = rnd.choice(members)
+        if m.node in current and rnd.random() < 0.4 and len(current) > 1:
+            ring.remove(m.node)
+            del current[m.node]
+        elif m.node in current and rnd.random() < 0.5:
+            moved = RingMember(m.node, f"moved-{step}", m.region)
+            ring.add(moved)
+            current[m.node] = moved
+        else:
+            ring.add(m)
+            current[m.node] = m
+        fresh = Ring(current.values(), vnodes_per_node=8)
+        for ns in spaces:
+            for key in KEYS[:30]:
+                try:
+                    want: list[bytes] | str = fresh.replicas_for(ns, key)
+                except PlacementError as exc:
+                    want = str(exc)
+                try:
+                    got: list[bytes] | str = ring.replicas_for(ns, key)
+                except PlacementError as exc:
+                    got = str(exc)
+                assert got == want
+
+
+def test_a_caller_changing_the_returned_list_does_not_change_the_cached_placement() -> None:
+    ring = Ring(cluster([("a", "r", 1), ("b", "r", 1), ("c", "r", 1)]), vnodes_per_node=8)
+    ns = Namespace(name="ns", replicas=2)
+    first = ring.replicas_for(ns, b"k")
+    first.clear()
+    assert len(ring.replicas_for(ns, b"k")) == 2

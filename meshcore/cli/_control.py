@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import os
 import socket
 from collections.abc import Callable
@@ -150,33 +151,36 @@ async def _serve_client(
     arrive within CLIENT_TIMEOUT_S (a client may keep the connection open between them)."""
     buf = bytearray()
     async with stream:
-        while True:
-            with trio.move_on_after(CLIENT_TIMEOUT_S) as scope:
-                while b"\n" not in buf:
-                    if len(buf) > REQUEST_BYTES_MAX:
-                        await stream.send_all(b'{"ok": false, "error": "request too long"}\n')
-                        return
-                    chunk = await stream.receive_some(REQUEST_BYTES_MAX)
-                    if not chunk:
-                        return
-                    buf += chunk
-            if scope.cancelled_caught:
-                return
-            line, _, rest = bytes(buf).partition(b"\n")
-            buf = bytearray(rest)
-            try:
-                req = json.loads(line)
-            except ValueError:
-                answer: dict[str, Any] = {"ok": False, "error": "request is not valid JSON"}
-            else:
-                extra = EXTRA_OPS.get(str(req.get("op"))) if isinstance(req, dict) else None
-                if extra is not None:  # an op of another CLI module (see EXTRA_OPS)
-                    answer = await extra(node, req, stream.send_all)
-                    if answer is None:
-                        return
+        # One cancel scope for the connection, armed only while a request is awaited (a
+        # scope per request costs more than the rest of the socket work of a small op).
+        with trio.CancelScope() as scope:
+            while True:
+                if b"\n" not in buf:
+                    scope.deadline = trio.current_time() + CLIENT_TIMEOUT_S
+                    while b"\n" not in buf:
+                        if len(buf) > REQUEST_BYTES_MAX:
+                            await stream.send_all(b'{"ok": false, "error": "request too long"}\n')
+                            return
+                        chunk = await stream.receive_some(REQUEST_BYTES_MAX)
+                        if not chunk:
+                            return
+                        buf += chunk
+                    scope.deadline = math.inf  # handling the request has no time limit here
+                line, _, rest = bytes(buf).partition(b"\n")
+                buf = bytearray(rest)
+                try:
+                    req = json.loads(line)
+                except ValueError:
+                    answer: dict[str, Any] = {"ok": False, "error": "request is not valid JSON"}
                 else:
-                    answer = await _answer(node, req, on_leave)
-            await stream.send_all(json.dumps(answer).encode() + b"\n")
+                    extra = EXTRA_OPS.get(str(req.get("op"))) if isinstance(req, dict) else None
+                    if extra is not None:  # an op of another CLI module (see EXTRA_OPS)
+                        answer = await extra(node, req, stream.send_all)
+                        if answer is None:
+                            return
+                    else:
+                        answer = await _answer(node, req, on_leave)
+                await stream.send_all(json.dumps(answer).encode() + b"\n")
 
 
 async def serve_control(

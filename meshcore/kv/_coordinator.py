@@ -14,6 +14,7 @@ call and changes nothing. Limits: at most `requests_max` requests in flight.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .._types import short_id
@@ -21,11 +22,14 @@ from ..errors import ClockSkewError, ConsistencyError, LocalProtocolError
 from ._config import Consistency, KvConfig, acks_required
 from ._effects import Completed, KvEffect, KvTimer, Send, SetTimer
 from ._hlc import HLC, Stamp
-from ._messages import Read, ReadReply, Repair, Status, Write, WriteAck, encode_kv
+from ._messages import KvMessage, Read, ReadReply, Repair, Status, Write, WriteAck, encode_kv
 from ._record import Record, as_key, check_value, newer
 from ._view import ClusterView
 
 __all__ = ["Coordinator", "CoordinatorStatistics", "write_satisfied"]
+
+
+_LEVELS: dict[str, Consistency] = {lv.value: lv for lv in Consistency}
 
 
 def write_satisfied(level: Consistency, replicas: int, home_acks: int, hint_acks: int, *,
@@ -87,6 +91,9 @@ class Coordinator:
         self._writes: dict[int, _WriteReq] = {}
         self._reads: dict[int, _ReadReq] = {}
         self.stats = CoordinatorStatistics()
+        #: Set by `KvCore`: hands a message meant for this node straight to its own replica
+        #: side (no encoding, no trip through the driver). None: send it like any other.
+        self.local: Callable[[float, KvMessage], list[KvEffect]] | None = None
 
     def _new_id(self) -> int:
         if len(self._writes) + len(self._reads) >= self._config.requests_max:
@@ -99,10 +106,9 @@ class Coordinator:
     @staticmethod
     def _level(level: object) -> Consistency:
         if type(level) is str:
-            try:
-                return Consistency(level)
-            except ValueError:
-                pass
+            lv = _LEVELS.get(level)
+            if lv is not None:
+                return lv
         if type(level) is Consistency:
             return level
         raise LocalProtocolError(f"consistency must be 'one', 'quorum' or 'all', got {level!r:.40}")
@@ -134,13 +140,23 @@ class Coordinator:
             return rid, [Completed(rid, error=err, stamp=stamp)]
         self._writes[rid] = req
         effects: list[KvEffect] = []
+        msg = Write(request_id=rid, coordinator=self._me, namespace=ns.name, key=k, stamp=stamp, value=value)
+        data = b""  # the same bytes go to every home replica: encoded once
+        to_me = False
         for n in alive_home:
-            effects.append(Send(n, encode_kv(Write(request_id=rid, coordinator=self._me, namespace=ns.name,
-                                                   key=k, stamp=stamp, value=value))))
+            if n == self._me and self.local is not None:
+                to_me = True
+                continue
+            if not data:
+                data = encode_kv(msg)
+            effects.append(Send(n, data))
         for target, holder in stand_ins.items():
             effects.append(Send(holder, encode_kv(Write(request_id=rid, coordinator=self._me, namespace=ns.name,
                                                         key=k, stamp=stamp, value=value, hint_for=target))))
         effects.append(SetTimer(now + self._config.request_timeout_s, KvTimer("request", rid)))
+        if to_me:  # after the request is registered: a refusal may complete it at once
+            assert self.local is not None
+            effects += self.local(now, msg)
         return rid, effects
 
     def on_write_ack(self, now: float, ack: WriteAck) -> list[KvEffect]:
@@ -198,10 +214,13 @@ class Coordinator:
             return rid, [Completed(rid, error=ConsistencyError(
                 f"{lv.value} read of {ns.name!r} needs {need} home replicas, only {len(asked)} alive"))]
         self._reads[rid] = _ReadReq(lv, ns.replicas, ns.name, k, set(asked))
-        effects: list[KvEffect] = [
-            Send(n, encode_kv(Read(request_id=rid, coordinator=self._me, namespace=ns.name, key=k)))
-            for n in asked]
+        msg = Read(request_id=rid, coordinator=self._me, namespace=ns.name, key=k)
+        local = self.local if self._me in asked else None
+        data = encode_kv(msg) if len(asked) > (local is not None) else b""
+        effects: list[KvEffect] = [Send(n, data) for n in asked if n != self._me or local is None]
         effects.append(SetTimer(now + self._config.request_timeout_s, KvTimer("request", rid)))
+        if local is not None:
+            effects += local(now, msg)
         return rid, effects
 
     def on_read_reply(self, now: float, reply: ReadReply) -> list[KvEffect]:
@@ -236,7 +255,7 @@ class Coordinator:
             self.stats.reads_ok += 1
             effects.append(Completed(rid, record=req.newest))
         if req.done:
-            effects += self._repairs(req)
+            effects += self._repairs(now, req)
         elif len(req.asked) - len(req.refused) < need:
             self._reads.pop(rid)
             self.stats.reads_failed += 1
@@ -247,7 +266,7 @@ class Coordinator:
             self._reads.pop(rid, None)
         return effects
 
-    def _repairs(self, req: _ReadReq) -> list[KvEffect]:
+    def _repairs(self, now: float, req: _ReadReq) -> list[KvEffect]:
         newest = req.newest
         if newest is None:
             return []
@@ -256,8 +275,12 @@ class Coordinator:
             if rec is None or newer(newest, rec):
                 req.replies[node] = newest  # repaired once
                 self.stats.repairs_sent += 1
-                out.append(Send(node, encode_kv(Repair(sender=self._me, namespace=req.namespace, key=req.key,
-                                                       stamp=newest.stamp, value=newest.value))))
+                msg = Repair(sender=self._me, namespace=req.namespace, key=req.key, stamp=newest.stamp,
+                             value=newest.value)
+                if node == self._me and self.local is not None:
+                    out += self.local(now, msg)
+                else:
+                    out.append(Send(node, encode_kv(msg)))
         return out
 
     # --- timeouts -----------------------------------------------------------------------

@@ -11,7 +11,9 @@
 
 The driver performs the effects (`_effects`). Inbound bytes are untrusted: a message that
 does not decode, or whose sender field differs from the authenticated source, is counted
-and dropped; nothing from the network raises out of `on_message`.
+and dropped; nothing from the network raises out of `on_message`. A message from this
+node to itself (its coordinator and its replica side) is never encoded: `_route` hands it
+over inside the same call, after the request it belongs to is registered.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ._hlc import HLC, Stamp
 from ._messages import (
     HintAck,
     HintDelivery,
+    KvMessage,
     Read,
     ReadReply,
     Repair,
@@ -75,6 +78,10 @@ class KvCore:
         self.view = ClusterView(me, members, namespaces=namespaces, vnodes_per_node=vnodes_per_node)
         self.coordinator = Coordinator(me.node, self.config, self.hlc, self.view)
         self.replica = Replica(me.node, self.config, self.hlc, self.view)
+        # What this node sends itself (a coordinator that is also a home replica) is
+        # handed over directly: no encoding, no decoding, no trip through the driver.
+        self.coordinator.local = self._route
+        self.replica.local = self._route
         self.dropped_messages = 0
         self._tick_token = 0
 
@@ -132,6 +139,11 @@ class KvCore:
         if sender != src:
             self.dropped_messages += 1  # a peer speaking for another node
             return []
+        return self._route(now, msg)
+
+    def _route(self, now: float, msg: KvMessage) -> list[KvEffect]:
+        """Hand a (decoded, authenticated or local) message to the side it is meant for."""
+        t = type(msg)
         if t is Write:
             return self.replica.on_write(now, msg)  # type: ignore[arg-type]
         if t is WriteAck:

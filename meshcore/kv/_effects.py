@@ -3,7 +3,9 @@
 The core never touches a socket, a disk or a clock. Every call returns a list of these
 values; the driver (the trio glue, or the simulator) performs them and reports back:
 
-- `Send`: deliver `data` (an encoded kv message) to node `to` (possibly this node itself);
+- `Send`: deliver `data` (an encoded kv message) to node `to` (what a node has to tell its
+  own other half — a coordinator that is also a home replica — the core hands over
+  directly, without a `Send`; a driver still delivers a `Send` addressed to this node);
 - `SetTimer`: call `on_timer(now, timer)` once `now >= at` (stale timers are ignored);
 - `Persist` / `PersistHint`: write durably, then call `on_persisted(now, token)` (or
   `on_persist_failed(now, token, reason)`); a replica acks only after that callback;

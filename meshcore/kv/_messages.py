@@ -321,10 +321,14 @@ def _opt_st(v: Any) -> Stamp | None:
     return None if v is None else _st(v)
 
 
+_STATUS_OF: dict[int, Status] = {int(st): st for st in Status}
+
+
 def _status_of(v: Any) -> Status:
-    if type(v) is not int or v not in Status._value2member_map_:
+    st = _STATUS_OF.get(v) if type(v) is int else None
+    if st is None:
         raise DecodeError(f"unknown status {v!r:.20}")
-    return Status(v)
+    return st
 
 
 _DECODERS: dict[int, tuple[int, Callable[[list[Any]], KvMessage]]] = {

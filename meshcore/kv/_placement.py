@@ -15,7 +15,11 @@ the cluster (alive or suspect); liveness of the moment is handled by `stand_ins_
 (hinted handoff), so a short suspicion does not move data.
 
 Limits: `vnodes_per_node` in [1, 1024]; a walk visits at most every eligible point once.
-Filtered point lists are cached per territory and dropped on any membership change.
+Filtered point lists are cached per territory; the replicas a walk finds are cached per
+starting point (the walk from a point does not depend on the key that led there, so a new
+key costs one hash and one bisection); and the answers for the last `KEY_CACHE_MAX` keys
+are kept (each request asks several times: its coordinator and every replica). All three
+are dropped on any membership change.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from ._namespace import Namespace
 from ._record import as_key
 
 __all__ = [
+    "KEY_CACHE_MAX",
+    "PLACEMENT_CACHE_MAX",
     "VNODES_PER_NODE_DEFAULT",
     "VNODES_PER_NODE_MAX",
     "SITE_CHARS_MAX",
@@ -44,6 +50,12 @@ __all__ = [
 VNODES_PER_NODE_DEFAULT = 64
 VNODES_PER_NODE_MAX = 1024
 SITE_CHARS_MAX = 64
+#: Walks remembered, one per (territory, replica count, starting point); cleared whole
+#: when full (more namespace shapes than expected) and on any membership change.
+PLACEMENT_CACHE_MAX = 65_536
+#: Keys whose placement is remembered as such (saves the hash and the bisection of keys
+#: asked for again, as every request's key is: by the coordinator and by each replica).
+KEY_CACHE_MAX = 16_384
 _AFTER_ANY_NODE = b"\xff" * (NODE_ID_BYTES + 1)  # sorts after every node id at one token
 
 
@@ -83,6 +95,8 @@ class Ring:
         self._members: dict[bytes, RingMember] = {}
         self._points: SortedList = SortedList()  # (token, node)
         self._by_territory: dict[tuple[str, ...], SortedList] = {}
+        self._placed: dict[tuple[tuple[str, ...], int, int], tuple[bytes, ...]] = {}
+        self._by_key: dict[tuple[str, tuple[str, ...], int, bytes], tuple[bytes, ...]] = {}
         for m in members:
             self.add(m)
 
@@ -103,6 +117,8 @@ class Ring:
             self._points.update(self._node_points(member.node))
         self._members[member.node] = member
         self._by_territory.clear()
+        self._placed.clear()
+        self._by_key.clear()
 
     def remove(self, node: bytes) -> None:
         """Remove a member (left or declared dead). Unknown nodes are ignored."""
@@ -111,6 +127,8 @@ class Ring:
         for p in self._node_points(node):
             self._points.remove(p)
         self._by_territory.clear()
+        self._placed.clear()
+        self._by_key.clear()
 
     def __contains__(self, node: object) -> bool:
         return node in self._members
@@ -134,13 +152,23 @@ class Ring:
             self._by_territory[ns.regions] = pts
         return pts
 
-    def _walk(self, ns: Namespace, key: bytes | str) -> Iterator[bytes]:
-        """Eligible nodes in ring order from the key's token, each node once."""
+    def _start(self, ns: Namespace, key: bytes | str) -> tuple[SortedList, int]:
+        """The eligible points and the index of the first one after the key's token."""
         pts = self._eligible_points(ns)
         n = len(pts)
         if n == 0:
+            return pts, 0
+        return pts, pts.bisect_right((key_token(ns.name, key), _AFTER_ANY_NODE)) % n
+
+    def _walk(self, ns: Namespace, key: bytes | str) -> Iterator[bytes]:
+        """Eligible nodes in ring order from the key's token, each node once."""
+        pts, start = self._start(ns, key)
+        return self._walk_from(pts, start)
+
+    def _walk_from(self, pts: SortedList, start: int) -> Iterator[bytes]:
+        n = len(pts)
+        if n == 0:
             return
-        start = pts.bisect_right((key_token(ns.name, key), _AFTER_ANY_NODE))
         seen: set[bytes] = set()
         for i in range(n):
             node = pts[(start + i) % n][1]
@@ -177,9 +205,27 @@ class Ring:
 
         Raises `PlacementError` (naming the eligible sites) when too few sites qualify.
         """
+        kk = (ns.name, ns.regions, ns.replicas, as_key(key))
+        hit = self._by_key.get(kk)
+        if hit is not None:
+            return list(hit)
+        pts, start = self._start(ns, kk[3])
+        ck = (ns.regions, ns.replicas, start)
+        hit = self._placed.get(ck)
+        if hit is None:
+            hit = tuple(self._place(ns, pts, start))  # raises PlacementError: nothing cached
+            if len(self._placed) >= PLACEMENT_CACHE_MAX:
+                self._placed.clear()
+            self._placed[ck] = hit
+        if len(self._by_key) >= KEY_CACHE_MAX:
+            self._by_key.clear()
+        self._by_key[kk] = hit
+        return list(hit)
+
+    def _place(self, ns: Namespace, pts: SortedList, start: int) -> list[bytes]:
         chosen: list[bytes] = []
         sites: set[str] = set()
-        for node in self._walk(ns, key):
+        for node in self._walk_from(pts, start):
             site = self._members[node].site
             if site not in sites:
                 sites.add(site)

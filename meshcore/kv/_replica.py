@@ -23,7 +23,7 @@ Limits: `pending_max` storage operations in flight (beyond that: BUSY refusals),
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ from ._hlc import HLC, Stamp, wall_us
 from ._messages import (
     HintAck,
     HintDelivery,
+    KvMessage,
     Read,
     ReadReply,
     Repair,
@@ -100,6 +101,15 @@ class Replica:
         self._hints: dict[bytes, _HintTarget] = {}
         self._last_tomb_scan = -1e18
         self.stats = ReplicaStatistics()
+        #: Set by `KvCore`: hands an answer meant for this node straight to its own
+        #: coordinator side (no encoding). None: send it like any other.
+        self.local: Callable[[float, KvMessage], list[KvEffect]] | None = None
+
+    def _answer(self, now: float, to: bytes, msg: WriteAck | ReadReply) -> list[KvEffect]:
+        """An answer to the coordinator `to`: local when that is this node."""
+        if to == self._me and self.local is not None:
+            return self.local(now, msg)
+        return [Send(to, encode_kv(msg))]
 
     # --- admission ----------------------------------------------------------------------
 
@@ -149,8 +159,8 @@ class Replica:
     def on_write(self, now: float, msg: Write) -> list[KvEffect]:
         status, detail, _ = self._admit(now, msg.namespace, msg.key, msg.stamp, hint_for=msg.hint_for)
         if status is not Status.OK:
-            return [Send(msg.coordinator, encode_kv(WriteAck(request_id=msg.request_id, sender=self._me,
-                                                             status=status, detail=detail)))]
+            return self._answer(now, msg.coordinator, WriteAck(request_id=msg.request_id, sender=self._me,
+                                                               status=status, detail=detail))
         rec = msg.record()
         if msg.hint_for is None:
             tok = self._token(("write", msg.coordinator, msg.request_id, msg.namespace, rec))
@@ -189,8 +199,8 @@ class Replica:
         if status is Status.OK and len(self._pending) >= self._config.pending_max:
             status = self._refuse(Status.BUSY)
         if status is not Status.OK:
-            return [Send(msg.coordinator, encode_kv(ReadReply(request_id=msg.request_id, sender=self._me,
-                                                              status=status)))]
+            return self._answer(now, msg.coordinator, ReadReply(request_id=msg.request_id, sender=self._me,
+                                                                status=status))
         tok = self._token(("read", msg.coordinator, msg.request_id))
         return [Load(tok, msg.namespace, msg.key)]
 
@@ -232,13 +242,13 @@ class Replica:
         if kind == "write":
             _, coord, rid, ns_name, rec = cont
             self.stats.writes_stored += 1
-            out: list[KvEffect] = [Send(coord, encode_kv(WriteAck(request_id=rid, sender=self._me)))]
-            return out + self._stored(now, ns_name, rec)
+            out: list[KvEffect] = self._stored(now, ns_name, rec)
+            return self._answer(now, coord, WriteAck(request_id=rid, sender=self._me)) + out
         if kind == "hint":
             _, coord, rid, target = cont
             self.stats.hints_stored += 1
             self._hints.setdefault(target, _HintTarget())
-            return [Send(coord, encode_kv(WriteAck(request_id=rid, sender=self._me)))]
+            return self._answer(now, coord, WriteAck(request_id=rid, sender=self._me))
         if kind == "delivered":
             _, sender, hint_id, ns_name, rec = cont
             out = [Send(sender, encode_kv(HintAck(hint_id=hint_id, sender=self._me)))]
@@ -256,8 +266,8 @@ class Replica:
         self.stats.storage_failures += 1
         detail = f"store failed: {reason}"[:200]
         if cont[0] in ("write", "hint"):
-            return [Send(cont[1], encode_kv(WriteAck(request_id=cont[2], sender=self._me,
-                                                     status=Status.STORAGE, detail=detail)))]
+            return self._answer(now, cont[1], WriteAck(request_id=cont[2], sender=self._me,
+                                                       status=Status.STORAGE, detail=detail))
         if cont[0] == "delivered":
             return [Send(cont[1], encode_kv(HintAck(hint_id=cont[2], sender=self._me, status=Status.STORAGE,
                                                     detail=detail)))]
@@ -271,7 +281,7 @@ class Replica:
             _, coord, rid = cont
             reply = ReadReply(request_id=rid, sender=self._me, stamp=record.stamp if record else None,
                               value=record.value if record else None)
-            return [Send(coord, encode_kv(reply))]
+            return self._answer(now, coord, reply)
         if cont[0] == "tombcheck":
             _, sender, ns_name, key, stamp = cont
             if record is None or record.stamp >= stamp:

@@ -1,9 +1,13 @@
 """`KvService`: the trio driver of the replication core (`meshcore.kv.KvCore`).
 
 It performs the core's effects with real I/O, exactly as the simulator does with virtual
-I/O: `Send` over one pooled outbound connection per peer, `SetTimer` on a timer heap,
-`Persist`/`Load`/hints/purges on the node's SQLite `Store`, `Completed` wakes the awaiting
-client call. `now` is the wall clock (`clock()`, Unix seconds): stamps are wall time.
+I/O: `Send` over one pooled outbound connection per peer, `SetTimer` on a timer heap
+(fired up to `timer_slack_s` late, so that the one-timeout-per-request timers are handled
+in batches), `Persist`/`Load`/hints/purges on the node's SQLite `Store`, `Completed` wakes
+the awaiting client call. The `Persist`s of one scheduling round go to the store as one
+write per namespace without a task waiting on them (`Store.put_many_nowait`); the core
+hears `on_persisted` from the store's callback once the group commit is durable. `now` is
+the wall clock (`clock()`, Unix seconds): stamps are wall time.
 
 Links: the service listens on its own TCP port. Every connection is wrapped by the node's
 stream wrapper (Noise with certificates on a secure node, plain framing on an insecure one)
@@ -29,6 +33,7 @@ request times out), `scan_records_max` per scan, `watchers_max`, and `hello_byte
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import logging
 import random
@@ -49,6 +54,7 @@ from ..errors import (
     LocalProtocolError,
     MeshError,
     NamespaceError,
+    RecordError,
     RemoteProtocolError,
     StorageError,
 )
@@ -93,6 +99,8 @@ _HELLO_VERSION = 1
 PERSIST_BATCH_MAX = 2048
 LOAD_BATCH_MAX = 2048
 _KINDS = ("kv", "ae", "scan", "ns")
+#: Timers fired in one round of the timer task before it lets the others run.
+_TIMERS_PER_ROUND_MAX = 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +123,9 @@ class KvServiceConfig:
     namespace_pull_s: float = 5.0
     #: "full" survives power loss, "normal" only process crashes (see runtime._storage).
     synchronous: str = "full"
+    #: A timer may fire this much late, so that timers due close together (one request
+    #: timeout per request) are handled in one wake-up of the timer task.
+    timer_slack_s: float = 0.01
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout_s", "reconnect_backoff_s", "rpc_timeout_s", "ae_interval_s",
@@ -129,6 +140,9 @@ class KvServiceConfig:
                 raise LocalProtocolError(f"{name} must be an int >= 1, got {v!r:.40}")
         if self.synchronous not in ("full", "normal"):
             raise LocalProtocolError("synchronous is 'full' or 'normal'")
+        v = self.timer_slack_s
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
+            raise LocalProtocolError(f"timer_slack_s must be a number in [0, 1], got {v!r:.40}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,13 +257,17 @@ class KvService:
         self._waiters: dict[int, _Waiter] = {}
         self._watchers: set[Watch] = set()
         self._persists: list[Persist] = []
+        self._persist_wakeup = trio.Event()
+        self._crashed: BaseException | None = None
+        self._running = False
         self._loads: list[Load] = []
         self._loading = False
         self._nursery: trio.Nursery | None = None
         self.port = 0
         self.counters: dict[str, int] = dict.fromkeys(
             ("links_refused", "hello_bad", "outbox_dropped", "connect_failed", "storage_errors",
-             "ae_sessions", "ae_failed", "ae_records_applied", "namespace_conflicts", "watch_dropped"), 0)
+             "ae_sessions", "ae_failed", "ae_records_applied", "namespace_conflicts", "watch_dropped",
+             "link_batches_sent", "link_messages_sent"), 0)
         self.on_namespace: Callable[[Namespace], None] = lambda ns: None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -274,14 +292,19 @@ class KvService:
         core.restore(now, tombstones=await self._reader.tombstones(),
                      hint_targets=await self._reader.hint_targets())
         self.core = core
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._timer_loop)
-            nursery.start_soon(self._ae_loop)
-            nursery.start_soon(self._namespace_loop)
-            nursery.start_soon(trio.serve_listeners, self._serve_raw, listeners)
-            self._perform(core.start(now))
-            task_status.started(self.port)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._running = True
+                nursery.start_soon(self._persist_pump)
+                nursery.start_soon(self._timer_loop)
+                nursery.start_soon(self._ae_loop)
+                nursery.start_soon(self._namespace_loop)
+                nursery.start_soon(trio.serve_listeners, self._serve_raw, listeners)
+                self._perform(core.start(now))
+                task_status.started(self.port)
+        finally:
+            self._running = False
 
     def _now(self) -> float:
         return self._clock()
@@ -461,8 +484,8 @@ class KvService:
                     waiter.event.set()
             elif t is Persist:
                 self._persists.append(e)  # type: ignore[arg-type]
-                if len(self._persists) == 1 and nursery is not None:
-                    nursery.start_soon(self._flush_persists)
+                if len(self._persists) == 1:
+                    self._persist_wakeup.set()
             elif t is Load:
                 self._loads.append(e)  # type: ignore[arg-type]
                 if not self._loading and nursery is not None:
@@ -471,27 +494,58 @@ class KvService:
             elif nursery is not None:
                 nursery.start_soon(self._storage_effect, e)
 
-    async def _flush_persists(self) -> None:
-        """Write the `Persist`s queued since this task was scheduled in one `put_many` per
-        namespace (one trip to the writer thread for many records). Later ones start their
-        own task at once: the store's writer commits whatever is queued while a commit runs
-        (group commit), so nothing waits for a previous batch to come back."""
-        core = self.core
-        assert core is not None
-        batch, self._persists = self._persists[:PERSIST_BATCH_MAX], self._persists[PERSIST_BATCH_MAX:]
-        if self._persists and self._nursery is not None:
-            self._nursery.start_soon(self._flush_persists)  # more than one batch was queued
-        by_ns: dict[str, list[Persist]] = {}
-        for e in batch:
-            by_ns.setdefault(e.namespace, []).append(e)
-        for namespace, effects in by_ns.items():
-            records = [r for e in effects for r in e.records]
-            try:
-                won = await self._store.put_many(namespace, records)
-            except (StorageError, NamespaceError):
-                for e in effects:  # find the bad one: each on its own
-                    await self._storage_effect(e)
-                continue
+    async def _persist_pump(self) -> None:
+        """Hand the `Persist`s queued since the last round to the store, one write per
+        namespace (`put_many_nowait`: no task waits on it). The store's writer commits
+        whatever is queued while a commit runs (group commit); each write's outcome comes
+        back in `_persisted`. One wake-up of this task per round, however many writes."""
+        while True:
+            await self._persist_wakeup.wait()
+            self._persist_wakeup = trio.Event()
+            if self._crashed is not None:
+                raise self._crashed
+            batch, self._persists = self._persists, []
+            by_ns: dict[str, list[Persist]] = {}
+            for e in batch:
+                by_ns.setdefault(e.namespace, []).append(e)
+            for namespace, effects in by_ns.items():
+                chunk: list[Persist] = []
+                size = 0
+                for e in effects:
+                    if chunk and size + len(e.records) > PERSIST_BATCH_MAX:
+                        self._submit_persists(namespace, chunk)
+                        chunk, size = [], 0
+                    chunk.append(e)
+                    size += len(e.records)
+                if chunk:
+                    self._submit_persists(namespace, chunk)
+
+    def _submit_persists(self, namespace: str, effects: list[Persist]) -> None:
+        records = [r for e in effects for r in e.records]
+        try:
+            self._store.put_many_nowait(namespace, records, functools.partial(self._persisted, namespace, effects))
+        except (StorageError, NamespaceError, RecordError):
+            self._persist_each(effects)
+
+    def _persist_each(self, effects: list[Persist]) -> None:
+        """Find the bad write of a failed batch: each on its own (see `_storage_effect`)."""
+        if self._running and self._nursery is not None:
+            for e in effects:
+                self._nursery.start_soon(self._storage_effect, e)
+
+    def _persisted(self, namespace: str, effects: list[Persist], won: list[bool] | None,
+                   error: BaseException | None) -> None:
+        """A group commit holding `effects` is durable (or failed). Runs as a trio
+        `run_sync_soon` callback: it must not raise, so a bug is handed to the pump task,
+        which re-raises it inside the service."""
+        if not self._running:
+            return  # the service stopped; the store finishes its queue on close
+        try:
+            if error is not None or won is None:
+                self._persist_each(effects)
+                return
+            core = self.core
+            assert core is not None
             i = 0
             for e in effects:
                 for rec in e.records:
@@ -499,6 +553,9 @@ class KvService:
                         self._notify(namespace, rec)
                     i += 1
                 self._perform(core.on_persisted(self._now(), e.token))
+        except BaseException as exc:  # noqa: BLE001 - handed over, re-raised by the pump
+            self._crashed = exc
+            self._persist_wakeup.set()
 
     async def _flush_loads(self) -> None:
         """Answer every queued `Load` with one read in the reader's thread."""
@@ -562,20 +619,29 @@ class KvService:
                 w._offer(change)
 
     async def _timer_loop(self) -> None:
+        """Fire due timers. It sleeps until the earliest deadline plus `timer_slack_s`,
+        then fires every timer due by then (at most `_TIMERS_PER_ROUND_MAX` per round)."""
+        slack = self.config.timer_slack_s
+        timers = self._timers
         while True:
             self._timer_wakeup = trio.Event()
-            if not self._timers:
+            if not timers:
                 await self._timer_wakeup.wait()
                 continue
-            at = self._timers[0][0]
+            at = timers[0][0]
             delay = at - self._clock()
             if delay > 0:
-                with trio.move_on_after(delay):
+                with trio.move_on_after(delay + slack):
                     await self._timer_wakeup.wait()
                 continue
-            _, _, timer = heapq.heappop(self._timers)
-            assert self.core is not None
-            self._perform(self.core.on_timer(self._now(), timer))
+            core = self.core
+            assert core is not None
+            now = self._now()
+            fired = 0
+            while timers and timers[0][0] <= now and fired < _TIMERS_PER_ROUND_MAX:
+                _, _, timer = heapq.heappop(timers)
+                self._perform(core.on_timer(now, timer))
+                fired += 1
             await trio.lowlevel.checkpoint()
 
     # --- links ------------------------------------------------------------------------------------
@@ -632,12 +698,15 @@ class KvService:
                     await trio.sleep(self.config.reconnect_backoff_s)
                     continue
                 try:
-                    async for data in peer.receive:
+                    while True:
+                        try:  # what queued up during the last send needs no extra wait
+                            data = peer.receive.receive_nowait()
+                        except trio.WouldBlock:
+                            data = await peer.receive.receive()
                         # One scheduling round of grace: messages produced by the other
                         # tasks runnable now join this batch (fewer, larger link writes).
                         await trio.lowlevel.cancel_shielded_checkpoint()
                         await link.send_message(self._batch(peer, data))
-                    return  # channel closed: the peer moved or went away
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, MeshError):
                     continue
                 finally:
@@ -659,6 +728,8 @@ class KvService:
                 break
             parts += (len(data).to_bytes(4, "big"), data)
             size += len(data) + 4
+        self.counters["link_batches_sent"] += 1
+        self.counters["link_messages_sent"] += len(parts) // 2
         return b"".join(parts)
 
     async def _serve_raw(self, stream: trio.SocketStream) -> None:

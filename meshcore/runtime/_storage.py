@@ -4,7 +4,9 @@ Open with ``async with open_store(path) as store:``. Writes (`put_many`, namespa
 tombstone acknowledgements, purges) are queued to ONE dedicated writer thread, which takes
 everything queued while the previous commit was running and commits it as one transaction
 (group commit: one fsync for many writes, no artificial delay). An awaited write returns
-only after its transaction committed. Reads run on a second connection in a worker thread
+only after its transaction committed; `put_many_nowait` queues one without a task waiting
+on it and reports through a callback (the kv service's path: no task per write). The
+writer wakes the trio thread once per group commit, not once per write. Reads run on a second connection in a worker thread
 (WAL lets them proceed while the writer commits). The trio thread never touches SQLite.
 
 Durability: ``journal_mode=WAL`` with ``synchronous=FULL``: each commit fsyncs the WAL before
@@ -245,8 +247,12 @@ class _Writer:
         return True
 
     def _tell(self, op: _Op) -> None:
+        self._tell_all([op])
+
+    def _tell_all(self, batch: list[_Op]) -> None:
+        # One wake-up of the trio thread per group commit, not one per write.
         try:
-            self._token.run_sync_soon(op.done, op.result, op.error)
+            self._token.run_sync_soon(_answer_all, batch)
         except trio.RunFinishedError:
             pass  # nobody is left to tell
 
@@ -260,8 +266,7 @@ class _Writer:
                     break
                 batch, stop = self._take_batch(item)
                 self._commit(batch)
-                for op in batch:
-                    self._tell(op)
+                self._tell_all(batch)
                 batch = []
         except BaseException as exc:
             # A bug here must not leave writers waiting forever: fail what is in hand and
@@ -280,6 +285,12 @@ class _Writer:
                 batch = [] if item is _STOP else [item]
 
 
+def _answer_all(batch: list[_Op]) -> None:
+    """Runs on the trio thread: hand each write of a group commit its outcome."""
+    for op in batch:
+        op.done(op.result, op.error)
+
+
 class Store:
     """The local store of one node. Create with `open_store`; all methods are async."""
 
@@ -291,6 +302,7 @@ class Store:
         self._read_limiter = trio.CapacityLimiter(1)
         self._pending = trio.Semaphore(pending_ops_max)
         self._pending_max = pending_ops_max
+        self._queued_nowait = 0  # writes queued by put_many_nowait, not yet answered
         self._spaces = {ns.name: ns for ns in spaces}
         self._closed = False
 
@@ -303,7 +315,8 @@ class Store:
         with c.lock:
             return StoreStatistics(
                 commits=c.commits, writes=c.writes, batch_writes_max=c.batch_writes_max,
-                failed_commits=c.failed_commits, pending=self._pending_max - self._pending.value,
+                failed_commits=c.failed_commits,
+                pending=self._pending_max - self._pending.value + self._queued_nowait,
             )
 
     # --- plumbing ---------------------------------------------------------------------
@@ -316,7 +329,12 @@ class Store:
 
     async def _write(self, apply: Callable[[sqlite3.Connection], Any], size_bytes: int = 0) -> Any:
         self._check_open()
-        async with self._pending:
+        pending = self._pending
+        try:
+            pending.acquire_nowait()  # the common case: no schedule point spent here
+        except trio.WouldBlock:
+            await pending.acquire()
+        try:
             self._check_open()
             event = trio.Event()
             outcome: list[Any] = []
@@ -329,6 +347,8 @@ class Store:
             # If we are cancelled here the write may still commit; trio's rule for an
             # interrupted operation: it may or may not have happened.
             await event.wait()
+        finally:
+            pending.release()
         result, error = outcome
         if error is not None:
             raise error
@@ -396,6 +416,31 @@ class Store:
 
         result: list[bool] = await self._write(apply, sum(r.size_bytes() for r in records))
         return result
+
+    def put_many_nowait(self, namespace: str, records: Sequence[Record],
+                        on_done: Callable[[list[bool] | None, BaseException | None], None]) -> None:
+        """`put_many` without a task waiting on it: queue the records for the next group
+        commit and return at once; `on_done(won, None)` runs on the trio thread once that
+        commit is durable, `on_done(None, error)` if it failed (nothing of it applied).
+
+        Misuse raises here, before anything is queued, exactly as `put_many` does; a closed
+        or dead store raises `StorageError`. `on_done` must not raise (it runs as a trio
+        `run_sync_soon` callback). Not bounded by `pending_ops_max`: the caller bounds what
+        it queues (the kv replica core bounds its pending writes).
+        """
+        self._check_open()
+        self._check_records(namespace, records)
+        rows = [(namespace, r.key, r.stamp.to_bytes(), r.value) for r in records]
+
+        def apply(conn: sqlite3.Connection) -> list[bool]:
+            return [conn.execute(_UPSERT, row).rowcount == 1 for row in rows]
+
+        def done(result: Any, error: BaseException | None) -> None:
+            self._queued_nowait -= 1
+            on_done(result, error)
+
+        self._queued_nowait += 1
+        self._writer.submit(_Op(apply, sum(r.size_bytes() for r in records), done))
 
     async def add_hints(self, target: bytes, namespace: str, records: Sequence[Record]) -> None:
         """Hold copies of records for `target`, a replica that is down (hinted handoff)."""
