@@ -50,19 +50,30 @@ def test_every_survivor_detects_a_crash_within_seconds() -> None:
     assert max(seen.values()) - 10.0 < 12.0
 
 
-def test_a_healed_partition_merges_by_itself() -> None:
-    w = World(8, nodes=30)
+def heal_converges_within(w: World, within_s: float) -> bool:
+    """Split `w` in two halves at t=10 s for 60 s (long enough for each half to declare the
+    other dead), heal, and tell whether every view agrees within `within_s` of the heal."""
+    n = len(w.nodes)
     w.run_until(10.0)
-    w.partition([range(15), range(15, 30)])
-    w.run_until(70.0)  # long enough for each half to declare the other dead
-    s0 = w.swim(0)
-    assert s0.status_of(w.nodes[20].node_id) is Status.DEAD
+    w.partition([range(n // 2), range(n // 2, n)])
+    w.run_until(70.0)
+    assert w.swim(0).status_of(w.nodes[n - 1].node_id) is Status.DEAD
     w.heal()
     t = 70.0
-    while not w.converged() and t < 90.0:
-        t += 0.5
+    while not w.converged() and t < 70.0 + within_s:
+        t += 0.25
         w.run_until(t)
-    assert w.converged(), "views did not merge within 20 s of the heal"
+    return w.converged()
+
+
+def test_a_healed_partition_merges_by_itself() -> None:
+    assert heal_converges_within(World(8, nodes=30), 20.0), "views did not merge within 20 s"
+
+
+def test_a_healed_partition_of_100_lossy_nodes_converges_within_2_5_seconds() -> None:
+    # Death notices instead of suspicions, heal-mode push-pulls and a fresh local health
+    # after the heal; before them this took 2.75 s.
+    assert heal_converges_within(World(8, nodes=100, net=NetConfig(loss=0.05)), 2.5)
 
 
 def test_a_restarted_node_rejoins_with_a_higher_incarnation() -> None:

@@ -378,7 +378,7 @@ def test_a_failed_knock_sends_nothing_more() -> None:
     assert a.on_stream_reply(rc.at + 11.0, knock.token, b"late") == []
 
 
-def test_a_dead_member_answering_a_knock_speeds_up_reconnects_until_a_knock_fails() -> None:
+def test_a_dead_member_answering_a_knock_speeds_up_reconnects_until_the_heal_window_passes() -> None:
     a = make(40, me=0)  # 38 live members: the slow pace is one reconnect per 38/8 s
     a.on_datagram(1.0, _addr(1), encode(Ack(seq=0, sender=_id(1), updates=(
         Dead(node=_id(2), incarnation=0, by=_id(1)), Dead(node=_id(3), incarnation=0, by=_id(1))))))
@@ -393,10 +393,100 @@ def test_a_dead_member_answering_a_knock_speeds_up_reconnects_until_a_knock_fail
     (hot,) = timers(eff, "reconnect")
     assert hot.at <= rc.at + 1.01 < slow.at and hot.timer.token != slow.timer.token
     assert a.on_timer(slow.at, slow.timer) == []  # the slow timer is stale now
-    eff = a.on_timer(hot.at, hot.timer)
-    (again,) = timers(eff, "reconnect")
-    assert again.at - hot.at <= 1.0
-    (knock2,) = [e for e in eff if isinstance(e, SendStream)]
-    a.on_stream_failed(again.at - 0.5, knock2.token)
-    eff = a.on_timer(again.at, again.timer)
-    assert timers(eff, "reconnect")[0].at - again.at > 1.0  # cooled down
+    t, timer = hot.at, hot.timer
+    window = a.config.heal_window_s
+    while t < rc.at + 0.01 + window:  # fast pace for the whole window after the news
+        (nxt,) = timers(a.on_timer(t, timer), "reconnect")
+        assert nxt.at - t <= 1.0
+        t, timer = nxt.at, nxt.timer
+    eff = a.on_timer(t, timer)
+    assert timers(eff, "reconnect")[0].at - t > 1.0  # cooled down
+
+
+def test_while_healing_a_node_also_exchanges_checksums_with_live_members() -> None:
+    from meshcore.wire import STREAM_MESSAGE_BYTES_MAX, PushPull
+
+    a = make(40, me=0)
+    a.on_datagram(1.0, _addr(1), encode(Ack(seq=0, sender=_id(1), updates=(
+        Dead(node=_id(2), incarnation=0, by=_id(1)),))))
+    eff = a.start(2.0, [])
+    a._heat(2.0, eff)  # as after an answered knock
+    (rc,) = [t for t in timers(eff, "reconnect") if t.timer.token == 1]
+    t, timer, live_pp, knocks = rc.at, rc.timer, 0, 0
+    for _ in range(8):
+        eff = a.on_timer(t, timer)
+        for e in eff:
+            if isinstance(e, SendStream):
+                msg = decode(e.data, bytes_max=STREAM_MESSAGE_BYTES_MAX)
+                if isinstance(msg, PushPull):
+                    assert msg.checksum and not msg.states and e.addr != _addr(2)
+                    live_pp += 1
+                else:
+                    assert e.addr == _addr(2)
+                    knocks += 1
+        (nxt,) = timers(eff, "reconnect")
+        t, timer = nxt.at, nxt.timer
+    assert live_pp >= 1 and knocks >= 1 and live_pp + knocks == 8
+
+
+def test_one_revival_is_a_restart_but_several_within_the_window_heat_reconnects() -> None:
+    a = make(40, me=0)
+    eff = a.start(0.0, [])
+    slow = timers(eff, "reconnect")[0]
+    for j in (2, 3, 4):
+        a.on_datagram(1.0, _addr(1), encode(Ack(seq=0, sender=_id(1), updates=(
+            Dead(node=_id(j), incarnation=0, by=_id(1)),))))
+    revive = [Alive(node=_id(j), incarnation=1, addr=_addr(j), meta=NodeMeta(name=f"n{j}"))
+              for j in (2, 3, 4)]
+    eff = a.on_datagram(2.0, _addr(1), encode(Ack(seq=0, sender=_id(1), updates=tuple(revive[:1]))))
+    assert timers(eff, "reconnect") == []
+    eff = a.on_datagram(3.0, _addr(1), encode(Ack(seq=0, sender=_id(1), updates=tuple(revive[1:]))))
+    (hot,) = timers(eff, "reconnect")
+    assert hot.at <= 4.0 and hot.timer.token != slow.timer.token  # a new, fast timer
+
+
+def _merge_claiming_dead(profile: str) -> list:
+    from meshcore.wire import PushPull
+
+    a = make(5, me=0, profile=profile)
+    states = tuple(MemberState(node=_id(i), incarnation=0, addr=_addr(i), meta=NodeMeta(name=f"n{i}"),
+                               status=Status.ALIVE if i in (0, 1) else Status.DEAD) for i in range(5))
+    pp = PushPull(sender=_id(1), join=False, reply=False, states=states)
+    _, eff = a.on_stream_request(1.0, _addr(1), encode(pp))
+    return [a, eff]
+
+
+def test_a_peer_that_holds_our_live_members_dead_makes_us_tell_them_not_suspect_them() -> None:
+    a, eff = _merge_claiming_dead("lan")
+    assert all(a.status_of(_id(i)) is Status.ALIVE for i in (2, 3, 4))
+    notices = {addr: m for addr, m in sends(eff)}
+    assert set(notices) == {_addr(2), _addr(3), _addr(4)}
+    for i in (2, 3, 4):
+        (claim,) = notices[_addr(i)].updates
+        assert isinstance(claim, Suspect) and claim.node == _id(i) and claim.incarnation == 0
+    # the member refutes when it hears the claim
+    c = make(5, me=2)
+    eff = c.on_datagram(1.1, _addr(0), encode(notices[_addr(2)]))
+    assert c.incarnation == 1
+
+
+def test_memberlist_suspects_members_a_peer_holds_dead() -> None:
+    a, eff = _merge_claiming_dead("memberlist")
+    assert all(a.status_of(_id(i)) is Status.SUSPECT for i in (2, 3, 4))
+    assert sends(eff) == []
+
+
+def test_evidence_of_a_heal_resets_local_health_and_drops_a_probe_begun_during_the_cut() -> None:
+    a = make(10, me=0)
+    eff, ping, _ = start_and_probe(a)
+    target = ping.target
+    a._awareness.apply_delta(5)  # as after many probes through helpers on the far side
+    out: list = []
+    a._heat(0.9, out)  # e.g. a dead member answered a knock
+    assert a.local_health == 0
+    (tick,) = timers(out, "probe")
+    assert tick.at <= 0.9 + a.config.probe_interval_s
+    # the old probe's end passes without a verdict: no suspicion of a member we reach again
+    (end,) = timers(eff, "probe_end")
+    assert events(a.on_timer(end.at, end.timer), EventKind.SUSPECT) == []
+    assert a.status_of(target) is Status.ALIVE

@@ -41,6 +41,16 @@ Our changes over memberlist (the `lan`, `wan`, `local` profiles):
   whole cluster, so a healed partition or a restarted node merges by itself; it knocks
   first (a stream ping) and sends its full state only to a member that answers, since
   most recently dead members are really gone;
+* `death_notices` and heal mode (`heal_window_s`): a push-pull peer that holds a member
+  dead which we see alive at the same incarnation (the two were cut apart) makes us send
+  that member the claim in one datagram, so it refutes, instead of suspecting it ourselves
+  and gossiping the suspicion (memberlist); and a node that sees a partition heal (a knock
+  answered, itself dead in a peer's state, several dead members back within the window)
+  exchanges state by push-pull every `reconnect_min_interval_s` while the evidence lasts,
+  so the bulk of a heal — every member's refutation — travels in full-state exchanges
+  rather than through the piggyback queue, whose capacity bounds gossip at ~20 KB/s; on
+  entering heal mode a node also forgets the local health the cut raised and the probe it
+  began before the heal (whose verdict would be the cut's, not the target's);
 * `defer_late_timers`: a suspicion or probe timer that fires late (the node itself was
   paused) is put off by one probe timeout so that the inbox — maybe a refutation, maybe the
   ack — is read before a verdict; a late timer also raises local health;
@@ -121,6 +131,22 @@ class SwimConfig:
     reconnect_per_s: float = 8.0
     reconnect_min_interval_s: float = 1.0
     reconnect_window_s: float = 3600.0
+    #: Heal mode: after evidence that a partition healed (a dead member answered a knock,
+    #: a peer had us dead, or at least max(`heal_revivals_min`, `heal_revivals_frac` x live
+    #: members) dead members came back within `heal_window_s`), exchange state (push-pull,
+    #: checksum first) every `reconnect_min_interval_s` for `heal_window_s` past the last
+    #: such evidence. The fraction keeps restarts and stalled nodes coming back, a few at a
+    #: time in a large cluster, from counting as a heal.
+    heal_window_s: float = 10.0
+    heal_revivals_min: int = 3
+    heal_revivals_frac: float = 0.05
+    #: A push-pull that claims a member we see alive (same incarnation) is suspect or dead
+    #: does not make us suspect it (memberlist's "remote dead => suspect" floods each side
+    #: of a healed partition with wrong suspicions of its own members); instead we tell up
+    #: to `death_notices_max` such members, at random, one small datagram each, so that
+    #: they refute. The rest learn it from their own heal-mode exchanges.
+    death_notices: bool = True
+    death_notices_max: int = 16
     defer_late_timers: bool = True
     proof_of_life: bool = True
     last_look: bool = True
@@ -175,7 +201,7 @@ class SwimConfig:
 _MEMBERLIST_ONLY = dict(
     urgent_first=False, eager_suspect_probe=False, tell_dead_senders=False,
     reconnect_per_s=0.0, defer_late_timers=False, proof_of_life=False, last_look=False,
-    refused_suspicion_s=0.0, push_pull_checksum_first=False,
+    refused_suspicion_s=0.0, push_pull_checksum_first=False, death_notices=False,
 )
 
 PROFILES: dict[str, dict[str, Any]] = {

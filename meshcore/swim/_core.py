@@ -13,6 +13,7 @@ seen user messages and the pending indirect probes are bounded (see `SwimConfig`
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -67,6 +68,9 @@ LATE_TIMER_S = 0.05
 
 #: An Ack with this sequence number answers no probe: it only carries gossip.
 GOSSIP_SEQ = 0
+
+#: Revivals remembered for the heal-mode trigger (a bound; the trigger needs fewer).
+REVIVALS_MAX = 256
 
 _PROBE, _PROBE_TIMEOUT, _PROBE_END = "probe", "probe_timeout", "probe_end"
 _INDIRECT_TIMEOUT, _SUSPICION, _GOSSIP = "indirect_timeout", "suspicion", "gossip"
@@ -181,7 +185,9 @@ class Swim:
         self._indirect: dict[int, _Indirect] = {}
         self._knocks: dict[int, Addr] = {}  # stream token of a reconnect knock -> address
         self._reconnect_gen = 0  # token of the live reconnect timer (older ones are stale)
-        self._reconnect_hot = False  # a dead member answered lately: a partition healing
+        self._reconnect_hot = False  # a partition is healing: reconnect at the fast pace
+        self._hot_until = 0.0  # ... until then, unless fresh evidence pushes it back
+        self._revivals: deque[float] = deque(maxlen=REVIVALS_MAX)
         self._looks: dict[int, NodeId] = {}  # seq of a last-look probe -> its suspect
         self._streams: dict[int, tuple[str, int]] = {}
         self._dead: dict[NodeId, float] = {}  # dead (not left) members, by time of death
@@ -431,8 +437,6 @@ class Swim:
         call = self._streams.pop(token, None)
         if call is None:
             return out
-        if call[0] == "knock":
-            self._reconnect_hot = False  # that one is really gone: back to the slow pace
         self._drop("stream_refused" if refused else "stream_failed")
         if refused and call[0] == "probe":
             probe = self._probe
@@ -681,6 +685,7 @@ class Swim:
             kind: EventKind | None = EventKind.ALIVE
         elif old in (Status.DEAD, Status.LEFT):
             kind = EventKind.JOINED
+            self._revived(now, out)
         else:
             kind = EventKind.UPDATED if changed else None
         if kind is not None:
@@ -1096,21 +1101,51 @@ class Swim:
         data = encode(PushPull(sender=self._id, join=False, reply=False, checksum=self._checksum_bytes()))
         out.append(SendStream(addr, data, token, self._config.stream_timeout_s))
 
+    def _revived(self, now: float, out: list[Effect]) -> None:
+        """A dead member came back. One is a restart; several within the heal window are
+        a partition healing."""
+        cfg = self._config
+        revivals = self._revivals
+        revivals.append(now)
+        while revivals and now - revivals[0] > cfg.heal_window_s:
+            revivals.popleft()
+        need = max(cfg.heal_revivals_min, math.ceil(cfg.heal_revivals_frac * self._n_live))
+        if len(revivals) >= min(need, REVIVALS_MAX):
+            self._heat(now, out)
+
     def _heat(self, now: float, out: list[Effect]) -> None:
-        """A member we (or the peer) believed dead is alive: likely a healed partition.
-        Reconnect every `reconnect_min_interval_s` until a knock finds a really dead one;
-        each healed pair does the same, so the healing spreads like an epidemic."""
-        if self._config.reconnect_per_s <= 0 or self._reconnect_hot:
+        """Evidence that a partition healed (a member we or the peer believed dead is
+        alive). Exchange state every `reconnect_min_interval_s` until `heal_window_s` passes
+        without new evidence; every node that sees the heal does the same, so the merge
+        spreads like an epidemic of push-pulls."""
+        cfg = self._config
+        if cfg.reconnect_per_s <= 0:
+            return
+        self._hot_until = now + cfg.heal_window_s
+        if self._reconnect_hot:
             return
         self._reconnect_hot = True
+        # What the cut made us believe about ourselves and others is stale now: the local
+        # health it raised (probes through helpers on the far side went unanswered) would
+        # keep our probes slow for tens of seconds, and a probe still in flight from before
+        # the heal would end in a suspicion of a member we can reach again. Drop both and
+        # probe afresh.
+        self._awareness.apply_delta(-self._awareness.score)
+        probe = self._probe
+        if probe is not None and not probe.done and not probe.acked:
+            probe.done = True
+            self._probe_gen += 1
+            out.append(SetTimer(now + self._rng.uniform(0, cfg.probe_interval_s), Timer(_PROBE, self._probe_gen)))
         self._reconnect_gen += 1
         out.append(SetTimer(now + self._config.reconnect_min_interval_s * self._rng.random(),
                             Timer(_RECONNECT, self._reconnect_gen)))
 
     def _merge(self, now: float, pp: PushPull, out: list[Effect]) -> None:
         table = self._table
+        cfg = self._config
         if any(st.node == self._id and st.status is Status.DEAD for st in pp.states):
             self._heat(now, out)  # the peer had us dead: it was cut off from us until now
+        told: list[MemberRecord] = []
         for st in pp.states:
             rec = table.get(st.node)
             status = st.status
@@ -1135,9 +1170,20 @@ class Swim:
                                           meta=st.meta, signature=st.signature, cert=st.cert), out)
             elif status is Status.LEFT:
                 self._on_dead(now, Dead(node=st.node, incarnation=st.incarnation, by=st.node), out)
+            elif (cfg.death_notices and rec is not None and rec.status is Status.ALIVE
+                  and st.incarnation == rec.incarnation):
+                # The peer was cut off from a member we reach: suspecting it ourselves
+                # would only gossip a wrong suspicion. Tell a few such members (they refute);
+                # the others hear it from their own exchanges with the peer's side.
+                told.append(rec)
             else:
                 # memberlist: a remote "dead" only makes us suspect, so that the node may refute.
                 self._on_suspect(now, Suspect(node=st.node, incarnation=st.incarnation, by=pp.sender), out)
+        if len(told) > cfg.death_notices_max:
+            told = self._rng.sample(told, cfg.death_notices_max)
+        for rec in told:
+            claim = encode_update(Suspect(node=rec.node, incarnation=rec.incarnation, by=self._id))
+            self._send(rec.addr, with_updates(encode(Ack(seq=GOSSIP_SEQ, sender=self._id)), [claim]), out)
 
     def _add_tombstone(self, now: float, st: MemberState) -> None:
         """Remember a member we never saw alive as dead/left (no event): views then agree
@@ -1158,7 +1204,10 @@ class Swim:
         if the member is back — a healed partition, a restart — the exchange tells both
         sides at once and every wrongly dead node refutes."""
         cfg = self._config
-        interval = cfg.reconnect_min_interval_s if self._reconnect_hot else self._reconnect_interval_s()
+        if self._reconnect_hot and now >= self._hot_until:
+            self._reconnect_hot = False  # no news of a heal for a whole window: slow pace
+        hot = self._reconnect_hot
+        interval = cfg.reconnect_min_interval_s if hot else self._reconnect_interval_s()
         out.append(SetTimer(now + interval, Timer(_RECONNECT, self._reconnect_gen)))
         if self._left:
             return
@@ -1166,9 +1215,14 @@ class Swim:
             self._push_pull(self._seeds[self._rng.randrange(len(self._seeds))], join=False, out=out)
             return
         recent = [n for n, t in self._dead.items() if now - t <= cfg.reconnect_window_s]
-        if not recent:
-            self._reconnect_hot = False
-        else:
+        if hot and (not recent or self._rng.random() < 0.5):
+            # Healing: half of the exchanges go to live members, which carry what their
+            # own contacts across the healed cut brought (cheap when the views agree).
+            peers = self._random_live(1, None)
+            if peers:
+                self._push_pull_checksum(peers[0].addr, out)
+                return
+        if recent:
             rec = self._table.get(recent[self._rng.randrange(len(recent))])
             if rec is not None:
                 # Knock first (a stream ping): most dead members are really gone, and a
