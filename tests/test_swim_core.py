@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -445,10 +446,12 @@ def test_one_revival_is_a_restart_but_several_within_the_window_heat_reconnects(
     assert hot.at <= 4.0 and hot.timer.token != slow.timer.token  # a new, fast timer
 
 
-def _merge_claiming_dead(profile: str) -> list:
+def _merge_claiming_dead(profile: str, *, healing: bool = False) -> list:
     from meshcore.wire import PushPull
 
     a = make(5, me=0, profile=profile)
+    if healing:
+        a._heat(0.5, [])  # as after an answered knock
     states = tuple(MemberState(node=_id(i), incarnation=0, addr=_addr(i), meta=NodeMeta(name=f"n{i}"),
                                status=Status.ALIVE if i in (0, 1) else Status.DEAD) for i in range(5))
     pp = PushPull(sender=_id(1), join=False, reply=False, states=states)
@@ -456,8 +459,8 @@ def _merge_claiming_dead(profile: str) -> list:
     return [a, eff]
 
 
-def test_a_peer_that_holds_our_live_members_dead_makes_us_tell_them_not_suspect_them() -> None:
-    a, eff = _merge_claiming_dead("lan")
+def test_while_healing_a_peer_that_holds_our_live_members_dead_makes_us_tell_them() -> None:
+    a, eff = _merge_claiming_dead("lan", healing=True)
     assert all(a.status_of(_id(i)) is Status.ALIVE for i in (2, 3, 4))
     notices = {addr: m for addr, m in sends(eff)}
     assert set(notices) == {_addr(2), _addr(3), _addr(4)}
@@ -470,8 +473,15 @@ def test_a_peer_that_holds_our_live_members_dead_makes_us_tell_them_not_suspect_
     assert c.incarnation == 1
 
 
-def test_memberlist_suspects_members_a_peer_holds_dead() -> None:
-    a, eff = _merge_claiming_dead("memberlist")
+@pytest.mark.parametrize("profile", ["lan", "memberlist"])
+def test_outside_a_heal_members_a_peer_holds_dead_are_suspected(profile: str) -> None:
+    a, eff = _merge_claiming_dead(profile)
+    assert all(a.status_of(_id(i)) is Status.SUSPECT for i in (2, 3, 4))
+    assert sends(eff) == []
+
+
+def test_memberlist_suspects_members_a_peer_holds_dead_even_while_healing() -> None:
+    a, eff = _merge_claiming_dead("memberlist", healing=True)
     assert all(a.status_of(_id(i)) is Status.SUSPECT for i in (2, 3, 4))
     assert sends(eff) == []
 

@@ -41,12 +41,12 @@ Our changes over memberlist (the `lan`, `wan`, `local` profiles):
   whole cluster, so a healed partition or a restarted node merges by itself; it knocks
   first (a stream ping) and sends its full state only to a member that answers, since
   most recently dead members are really gone;
-* `death_notices` and heal mode (`heal_window_s`): a push-pull peer that holds a member
-  dead which we see alive at the same incarnation (the two were cut apart) makes us send
-  that member the claim in one datagram, so it refutes, instead of suspecting it ourselves
-  and gossiping the suspicion (memberlist); and a node that sees a partition heal (a knock
-  answered, itself dead in a peer's state, several dead members back within the window)
-  exchanges state by push-pull every `reconnect_min_interval_s` while the evidence lasts,
+* heal mode (`heal_window_s`) and `death_notices`: a node that sees a partition heal (a
+  knock answered, itself dead in a peer's state, many dead members back within the
+  window) exchanges state by push-pull every `reconnect_min_interval_s` while the evidence
+  lasts, and meanwhile a push-pull peer that holds dead a member we see alive at the same
+  incarnation (the two were cut apart) makes us send that member the claim in one
+  datagram, so it refutes, instead of suspecting it ourselves and gossiping the suspicion;
   so the bulk of a heal — every member's refutation — travels in full-state exchanges
   rather than through the piggyback queue, whose capacity bounds gossip at ~20 KB/s; on
   entering heal mode a node also forgets the local health the cut raised and the probe it
@@ -140,11 +140,13 @@ class SwimConfig:
     heal_window_s: float = 10.0
     heal_revivals_min: int = 3
     heal_revivals_frac: float = 0.05
-    #: A push-pull that claims a member we see alive (same incarnation) is suspect or dead
-    #: does not make us suspect it (memberlist's "remote dead => suspect" floods each side
-    #: of a healed partition with wrong suspicions of its own members); instead we tell up
-    #: to `death_notices_max` such members, at random, one small datagram each, so that
-    #: they refute. The rest learn it from their own heal-mode exchanges.
+    #: In heal mode, a push-pull that claims a member we see alive (same incarnation) is
+    #: suspect or dead does not make us suspect it (memberlist's "remote dead => suspect"
+    #: floods each side of a healed partition with wrong suspicions of its own members);
+    #: instead we tell up to `death_notices_max` such members, at random, one small
+    #: datagram each, so that they refute. The rest learn it from their own heal-mode
+    #: exchanges. Outside heal mode we suspect, as memberlist does (at 20 % loss, telling
+    #: instead slowed crash detection: p99 20.4 -> 26.7 s).
     death_notices: bool = True
     death_notices_max: int = 16
     defer_late_timers: bool = True

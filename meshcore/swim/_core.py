@@ -1146,6 +1146,7 @@ class Swim:
         if any(st.node == self._id and st.status is Status.DEAD for st in pp.states):
             self._heat(now, out)  # the peer had us dead: it was cut off from us until now
         told: list[MemberRecord] = []
+        healing = cfg.death_notices and now < self._hot_until
         for st in pp.states:
             rec = table.get(st.node)
             status = st.status
@@ -1170,11 +1171,13 @@ class Swim:
                                           meta=st.meta, signature=st.signature, cert=st.cert), out)
             elif status is Status.LEFT:
                 self._on_dead(now, Dead(node=st.node, incarnation=st.incarnation, by=st.node), out)
-            elif (cfg.death_notices and rec is not None and rec.status is Status.ALIVE
+            elif (healing and rec is not None and rec.status is Status.ALIVE
                   and st.incarnation == rec.incarnation):
-                # The peer was cut off from a member we reach: suspecting it ourselves
-                # would only gossip a wrong suspicion. Tell a few such members (they refute);
-                # the others hear it from their own exchanges with the peer's side.
+                # While a partition heals, the peer was cut off from a member we reach:
+                # suspecting it ourselves would only gossip a wrong suspicion. Tell a few
+                # such members (they refute); the others hear it from their own exchanges
+                # with the peer's side. Outside a heal such a claim is more likely a crash
+                # we have not heard of yet, and suspicion is the faster path to the truth.
                 told.append(rec)
             else:
                 # memberlist: a remote "dead" only makes us suspect, so that the node may refute.
