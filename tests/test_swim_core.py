@@ -500,3 +500,22 @@ def test_evidence_of_a_heal_resets_local_health_and_drops_a_probe_begun_during_t
     (end,) = timers(eff, "probe_end")
     assert events(a.on_timer(end.at, end.timer), EventKind.SUSPECT) == []
     assert a.status_of(target) is Status.ALIVE
+
+
+def test_in_a_large_cluster_a_few_revivals_are_restarts_and_a_wave_of_them_is_a_heal() -> None:
+    a = make(202, me=0)  # 200 live others: a heal needs ceil(5 % of them) = 10 revivals
+    eff = a.start(0.0, [])
+    slow = timers(eff, "reconnect")[0]
+    others = list(range(2, 14))
+    a.on_datagram(1.0, _addr(1), encode(Ack(seq=0, sender=_id(1), updates=tuple(
+        Dead(node=_id(j), incarnation=0, by=_id(1)) for j in others))))
+
+    def revive(j: int, t: float) -> list:
+        return a.on_datagram(t, _addr(1), encode(Ack(seq=0, sender=_id(1), updates=(
+            Alive(node=_id(j), incarnation=1, addr=_addr(j), meta=NodeMeta(name=f"n{j}")),))))
+
+    for k, j in enumerate(others[:9]):
+        fast = [t for t in timers(revive(j, 2.0 + 0.1 * k), "reconnect") if t.timer.token != slow.timer.token]
+        assert fast == []  # nine came back: still a few restarts
+    (hot,) = timers(revive(others[9], 3.0), "reconnect")
+    assert hot.timer.token != slow.timer.token and hot.at <= 4.0

@@ -6,8 +6,8 @@ everything queued while the previous commit was running and commits it as one tr
 (group commit: one fsync for many writes, no artificial delay). An awaited write returns
 only after its transaction committed; `put_many_nowait` queues one without a task waiting
 on it and reports through a callback (the kv service's path: no task per write). The
-writer wakes the trio thread once per group commit, not once per write. Reads run on a second connection in a worker thread
-(WAL lets them proceed while the writer commits). The trio thread never touches SQLite.
+writer wakes the trio thread once per group commit, not once per write. Reads run on a
+second connection in a worker thread (WAL lets them proceed while the writer commits). The trio thread never touches SQLite.
 
 Durability: ``journal_mode=WAL`` with ``synchronous=FULL``: each commit fsyncs the WAL before
 the writer reports it, so an acknowledged write survives kill -9 of the process AND a power
@@ -402,19 +402,25 @@ class Store:
             if type(r) is not Record:
                 raise RecordError(f"expected Record values, got {type(r).__name__}")
 
-    async def put_many(self, namespace: str, records: Sequence[Record]) -> list[bool]:
-        """Store records under last-writer-wins; return, per record, whether it won.
-
-        Returns once the group commit holding them is durable. Unknown namespace, wrong
-        types or too many records raise before anything is written.
-        """
+    def _put_op(self, namespace: str, records: Sequence[Record]
+                ) -> tuple[Callable[[sqlite3.Connection], list[bool]], int]:
+        """Check the records (raises on misuse) and build the writer's upsert for them,
+        with its size in bytes; shared by `put_many` and `put_many_nowait`."""
         self._check_records(namespace, records)
         rows = [(namespace, r.key, r.stamp.to_bytes(), r.value) for r in records]
 
         def apply(conn: sqlite3.Connection) -> list[bool]:
             return [conn.execute(_UPSERT, row).rowcount == 1 for row in rows]
 
-        result: list[bool] = await self._write(apply, sum(r.size_bytes() for r in records))
+        return apply, sum(r.size_bytes() for r in records)
+
+    async def put_many(self, namespace: str, records: Sequence[Record]) -> list[bool]:
+        """Store records under last-writer-wins; return, per record, whether it won.
+
+        Returns once the group commit holding them is durable. Unknown namespace, wrong
+        types or too many records raise before anything is written.
+        """
+        result: list[bool] = await self._write(*self._put_op(namespace, records))
         return result
 
     def put_many_nowait(self, namespace: str, records: Sequence[Record],
@@ -429,18 +435,14 @@ class Store:
         it queues (the kv replica core bounds its pending writes).
         """
         self._check_open()
-        self._check_records(namespace, records)
-        rows = [(namespace, r.key, r.stamp.to_bytes(), r.value) for r in records]
-
-        def apply(conn: sqlite3.Connection) -> list[bool]:
-            return [conn.execute(_UPSERT, row).rowcount == 1 for row in rows]
+        apply, size_bytes = self._put_op(namespace, records)
 
         def done(result: Any, error: BaseException | None) -> None:
             self._queued_nowait -= 1
             on_done(result, error)
 
         self._queued_nowait += 1
-        self._writer.submit(_Op(apply, sum(r.size_bytes() for r in records), done))
+        self._writer.submit(_Op(apply, size_bytes, done))
 
     async def add_hints(self, target: bytes, namespace: str, records: Sequence[Record]) -> None:
         """Hold copies of records for `target`, a replica that is down (hinted handoff)."""

@@ -204,6 +204,7 @@ class Swim:
         self._left = False
         self._heard: dict[NodeId, float] = {}  # last datagram from a suspect member
         self._stale_claim = False  # the message being handled holds an outdated claim about us
+        self._gossip_ack = encode(Ack(seq=GOSSIP_SEQ, sender=node_id))  # empty: updates go after it
         self._state_cache: dict[tuple[bool, bool], tuple[int, bytes]] = {}
         self._state_items: dict[NodeId, tuple[tuple[object, ...], bytes]] = {}
         self._c: dict[str, int] = dict.fromkeys(
@@ -342,8 +343,7 @@ class Swim:
         if self._stale_claim and self._config.tell_dead_senders and t is not Ping:
             # The sender suspects an older incarnation of us: tell it the current one.
             assert self._self_rec.alive_data is not None
-            self._send(src, with_updates(encode(Ack(seq=GOSSIP_SEQ, sender=self._id)),
-                                         [self._self_rec.alive_data]), out)
+            self._send(src, with_updates(self._gossip_ack, [self._self_rec.alive_data]), out)
         if t is Ping:
             self._on_ping(now, src, msg, sender_rec, out)  # type: ignore[arg-type]
         elif t is Ack:
@@ -1033,7 +1033,7 @@ class Swim:
         if not len(self._queue):
             return
         targets = self._random_live(cfg.gossip_nodes, None, cfg.gossip_to_dead_s, now)
-        empty = encode(Ack(seq=GOSSIP_SEQ, sender=self._id))
+        empty = self._gossip_ack
         for rec in targets:
             if not len(self._queue):
                 break
@@ -1186,7 +1186,7 @@ class Swim:
             told = self._rng.sample(told, cfg.death_notices_max)
         for rec in told:
             claim = encode_update(Suspect(node=rec.node, incarnation=rec.incarnation, by=self._id))
-            self._send(rec.addr, with_updates(encode(Ack(seq=GOSSIP_SEQ, sender=self._id)), [claim]), out)
+            self._send(rec.addr, with_updates(self._gossip_ack, [claim]), out)
 
     def _add_tombstone(self, now: float, st: MemberState) -> None:
         """Remember a member we never saw alive as dead/left (no event): views then agree
