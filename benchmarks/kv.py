@@ -18,11 +18,19 @@ Phases (each `--seconds` long, same clients): put then get at each consistency l
   store holds every one of those keys it is a home replica of (hinted handoff + anti-entropy);
 - rss_mb_per_node: mean resident memory of the agents at the end.
 
-`--vs etcd`: a 3-member etcd cluster (/usr/bin/etcd, fsync on) on loopback, driven in the
-same run by the same number of clients, each a persistent HTTP/1.1 keep-alive connection to
-one member's JSON gateway (/v3/kv/put, /v3/kv/range with base64 keys), round-robin over the
-members. etcd puts are always raft-quorum writes (compared with our `quorum`); a
-linearizable range is its quorum read, a serializable range its `one` read.
+`--vs etcd`: a 3-member etcd cluster (/usr/bin/etcd, fsync on) on loopback, up at the same
+time as the agents and driven by the same number of clients, each a persistent HTTP/1.1
+keep-alive connection to one member's JSON gateway (/v3/kv/put, /v3/kv/range with base64
+keys), round-robin over the members. etcd puts are always raft-quorum writes (compared with
+our `quorum`); a linearizable range is its quorum read, a serializable range its `one` read.
+The three compared phases are interleaved: `--rounds` slices of `--seconds / --rounds`
+each, alternating which system goes first (ABBA), so that a change in the speed of this
+shared machine falls on both; each figure sums its slices, and `*_vs_etcd_min/max` give
+the spread of the per-round ratios.
+
+CPU: every phase also reports `*_server_cpu_ms_per_op` (user + system CPU of the agents, or
+of the etcd members, per completed operation, from /proc) and `*_client_cpu_ms_per_op`
+(this process), so a throughput figure can be read against what it cost.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import os
 import random
 import shutil
@@ -39,6 +48,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replicas", type=int, default=3)
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--seconds", type=float, default=5.0, help="length of each throughput phase")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="with --vs: slices per compared phase, alternating the two systems")
     p.add_argument("--keys", type=int, default=10_000)
     p.add_argument("--value-bytes", type=int, default=100)
     p.add_argument("--lag-writes", type=int, default=300)
@@ -172,11 +184,68 @@ class HttpClient:
             await self.stream.aclose()
 
 
-async def _phase(clients: list[Any], seconds: float, op: Callable[[Any, random.Random], Awaitable[None]],
-                 seed: int) -> tuple[float, list[float], int]:
-    """Run `op` in a loop on every client for `seconds`; (ops/s, latencies ms, errors)."""
-    latencies: list[float] = []
-    errors = [0]
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by the processes `pids` (all their threads)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / tick
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+@dataclass
+class Tally:
+    """What the slices of one phase added up to."""
+
+    ops: int = 0
+    elapsed_s: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+
+    def add(self, other: Tally) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def rate(self) -> float:
+        return self.ops / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def record(self, metrics: dict[str, Any], prefix: str) -> None:
+        metrics[f"{prefix}_per_s"] = round(self.rate, 1)
+        metrics[f"{prefix}_p50_ms"] = round(percentile(self.latencies_ms, 50), 3)
+        metrics[f"{prefix}_p99_ms"] = round(percentile(self.latencies_ms, 99), 3)
+        metrics[f"{prefix}_errors"] = self.errors
+        per_op = 1000 / self.ops if self.ops else math.nan
+        metrics[f"{prefix}_server_cpu_ms_per_op"] = round(self.server_cpu_s * per_op, 3)
+        metrics[f"{prefix}_client_cpu_ms_per_op"] = round(self.client_cpu_s * per_op, 3)
+
+
+Op = Callable[[Any, random.Random], Awaitable[None]]
+
+
+@dataclass
+class Target:
+    """One system under test: its clients, the pids of its servers, and its operations."""
+
+    clients: list[Any]
+    pids: list[int]
+
+
+async def _slice(target: Target, seconds: float, op: Op, seed: int, tally: Tally) -> Tally:
+    """Run `op` in a loop on every client of `target` for `seconds`, adding to `tally`
+    (and returning what this slice alone did)."""
+    part = Tally()
     deadline = trio.current_time() + seconds
 
     async def loop(client: Any, rng: random.Random) -> None:
@@ -185,23 +254,36 @@ async def _phase(clients: list[Any], seconds: float, op: Callable[[Any, random.R
             try:
                 await op(client, rng)
             except (ControlError, RuntimeError):
-                errors[0] += 1
+                part.errors += 1
                 continue
-            latencies.append((time.perf_counter() - t0) * 1000)
+            part.latencies_ms.append((time.perf_counter() - t0) * 1000)
 
-    t0 = time.perf_counter()
+    cpu0, own0, t0 = _cpu_s(target.pids), _own_cpu_s(), time.perf_counter()
     async with trio.open_nursery() as nursery:
-        for i, c in enumerate(clients):
+        for i, c in enumerate(target.clients):
             nursery.start_soon(loop, c, random.Random(seed * 1000 + i))
-    elapsed = time.perf_counter() - t0
-    return len(latencies) / elapsed, latencies, errors[0]
+    part.elapsed_s = time.perf_counter() - t0
+    part.server_cpu_s = _cpu_s(target.pids) - cpu0
+    part.client_cpu_s = _own_cpu_s() - own0
+    part.ops = len(part.latencies_ms)
+    tally.add(part)
+    return part
 
 
-def _record(metrics: dict[str, Any], prefix: str, rate: float, lat: list[float], errors: int) -> None:
-    metrics[f"{prefix}_per_s"] = round(rate, 1)
-    metrics[f"{prefix}_p50_ms"] = round(percentile(lat, 50), 3)
-    metrics[f"{prefix}_p99_ms"] = round(percentile(lat, 99), 3)
-    metrics[f"{prefix}_errors"] = errors
+async def _paired(ours: tuple[Target, Op], theirs: tuple[Target, Op], seconds: float, rounds: int,
+                  seed: int) -> tuple[Tally, Tally, list[float]]:
+    """`rounds` slices of each system, alternating which goes first; the per-round ratios."""
+    a, b = Tally(), Tally()
+    ratios: list[float] = []
+    for r in range(rounds):
+        order = [(ours, a), (theirs, b)] if r % 2 == 0 else [(theirs, b), (ours, a)]
+        parts = {}
+        for (target, op), tally in order:
+            parts[id(tally)] = await _slice(target, seconds / rounds, op, seed + r, tally)
+        mine, other = parts[id(a)], parts[id(b)]
+        if other.rate > 0:
+            ratios.append(mine.rate / other.rate)
+    return a, b, ratios
 
 
 # --- meshcore -----------------------------------------------------------------------------
@@ -240,31 +322,77 @@ def _wait_sync(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-async def _meshcore(args: argparse.Namespace, agents: list[AgentProcess], metrics: dict[str, Any]) -> None:
+def _mesh_ops(args: argparse.Namespace) -> dict[str, Op]:
+    """The measured operations on our agents, by phase name (`put_one`, `get_quorum`, ...)."""
     value = _b64(b"x" * args.value_bytes)
-    clients = [ControlClient(agents[i % len(agents)].control) for i in range(args.clients)]
-    for c in clients:
-        await c.connect()
+    ops: dict[str, Op] = {}
+    for level in LEVELS:
+        async def put(c: ControlClient, rng: random.Random, level: str = level) -> None:
+            key = _b64(b"k%d" % rng.randrange(args.keys))
+            a = await c.request({"op": "kv.put", "namespace": "bench", "key_b64": key, "value_b64": value,
+                                 "consistency": level})
+            if not a.get("ok"):
+                raise ControlError(a.get("error", "?"))
+
+        async def get(c: ControlClient, rng: random.Random, level: str = level) -> None:
+            key = _b64(b"k%d" % rng.randrange(args.keys))
+            a = await c.request({"op": "kv.get", "namespace": "bench", "key_b64": key, "consistency": level})
+            if not a.get("ok"):
+                raise ControlError(a.get("error", "?"))
+
+        ops[f"put_{level}"], ops[f"get_{level}"] = put, get
+    return ops
+
+
+def _etcd_ops(args: argparse.Namespace) -> dict[str, Op]:
+    """etcd's counterparts of our phases: puts are raft-quorum writes, a linearizable range
+    is a quorum read and a serializable one a local (`one`) read."""
+    value = _b64(b"x" * args.value_bytes)
+
+    async def put(c: HttpClient, rng: random.Random) -> None:
+        await c.post("/v3/kv/put", {"key": _b64(b"k%d" % rng.randrange(args.keys)), "value": value})
+
+    def get(serializable: bool) -> Op:
+        async def op(c: HttpClient, rng: random.Random) -> None:
+            await c.post("/v3/kv/range", {"key": _b64(b"k%d" % rng.randrange(args.keys)),
+                                          "serializable": serializable})
+        return op
+
+    return {"put_quorum": put, "get_quorum": get(False), "get_one": get(True)}
+
+
+async def _bench(args: argparse.Namespace, agents: list[AgentProcess], etcd: list[subprocess.Popen[bytes]],
+                 etcd_ports: list[int], metrics: dict[str, Any]) -> None:
+    ours = Target([ControlClient(agents[i % len(agents)].control) for i in range(args.clients)],
+                  [a.pid for a in agents])
+    theirs: Target | None = None
     try:
-        for level in LEVELS:
-            async def put(c: ControlClient, rng: random.Random, level: str = level) -> None:
-                key = _b64(b"k%d" % rng.randrange(args.keys))
-                a = await c.request({"op": "kv.put", "namespace": "bench", "key_b64": key, "value_b64": value,
-                                     "consistency": level})
-                if not a.get("ok"):
-                    raise ControlError(a.get("error", "?"))
-
-            async def get(c: ControlClient, rng: random.Random, level: str = level) -> None:
-                key = _b64(b"k%d" % rng.randrange(args.keys))
-                a = await c.request({"op": "kv.get", "namespace": "bench", "key_b64": key, "consistency": level})
-                if not a.get("ok"):
-                    raise ControlError(a.get("error", "?"))
-
-            _record(metrics, f"put_{level}", *await _phase(clients, args.seconds, put, args.seed))
-            _record(metrics, f"get_{level}", *await _phase(clients, args.seconds, get, args.seed + 1))
-        await _lag(args, agents, clients, metrics)
+        for c in ours.clients:
+            await c.connect()
+        if etcd:
+            await _etcd_ready(etcd_ports[0])
+            theirs = Target([HttpClient(etcd_ports[i % len(etcd_ports)]) for i in range(args.clients)],
+                            [p.pid for p in etcd])
+            for c in theirs.clients:
+                await c.connect()
+        mesh_ops, etcd_ops = _mesh_ops(args), _etcd_ops(args)
+        for name, op in mesh_ops.items():
+            seed = args.seed + name.startswith("get")
+            if theirs is not None and name in etcd_ops:
+                mine, other, ratios = await _paired((ours, op), (theirs, etcd_ops[name]), args.seconds,
+                                                    args.rounds, seed)
+                mine.record(metrics, name)
+                other.record(metrics, f"etcd_{name}")
+                metrics[f"{name}_vs_etcd"] = round(mine.rate / other.rate, 3) if other.rate else math.nan
+                metrics[f"{name}_vs_etcd_min"] = round(min(ratios), 3) if ratios else math.nan
+                metrics[f"{name}_vs_etcd_max"] = round(max(ratios), 3) if ratios else math.nan
+            else:
+                mine = Tally()
+                await _slice(ours, args.seconds, op, seed, mine)
+                mine.record(metrics, name)
+        await _lag(args, agents, ours.clients, metrics)
     finally:
-        for c in clients:
+        for c in ours.clients + (theirs.clients if theirs else []):
             await c.aclose()
 
 
@@ -385,67 +513,46 @@ def _start_etcd(work: Path, procs: list[subprocess.Popen[bytes]]) -> list[int]:
     return client
 
 
-async def _etcd(args: argparse.Namespace, ports: list[int], metrics: dict[str, Any]) -> None:
+async def _etcd_ready(port: int) -> None:
     with trio.fail_after(60):
         while True:
             try:
-                c = HttpClient(ports[0])
+                c = HttpClient(port)
                 await c.connect()
                 await c.post("/v3/kv/put", {"key": _b64(b"warmup"), "value": _b64(b"1")})
                 await c.aclose()
-                break
+                return
             except (OSError, RuntimeError, h11.RemoteProtocolError):
                 await trio.sleep(0.2)
-    value = _b64(b"x" * args.value_bytes)
-    clients = [HttpClient(ports[i % 3]) for i in range(args.clients)]
-    for c in clients:
-        await c.connect()
-
-    async def put(c: HttpClient, rng: random.Random) -> None:
-        await c.post("/v3/kv/put", {"key": _b64(b"k%d" % rng.randrange(args.keys)), "value": value})
-
-    def get(serializable: bool) -> Callable[[HttpClient, random.Random], Awaitable[None]]:
-        async def op(c: HttpClient, rng: random.Random) -> None:
-            await c.post("/v3/kv/range", {"key": _b64(b"k%d" % rng.randrange(args.keys)),
-                                          "serializable": serializable})
-        return op
-
-    try:
-        _record(metrics, "etcd_put_quorum", *await _phase(clients, args.seconds, put, args.seed))
-        _record(metrics, "etcd_get_quorum", *await _phase(clients, args.seconds, get(False), args.seed + 1))
-        _record(metrics, "etcd_get_one", *await _phase(clients, args.seconds, get(True), args.seed + 1))
-    finally:
-        for c in clients:
-            await c.aclose()
 
 
 # --- entry point --------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.rounds < 1 or args.seconds <= 0:
+        raise SystemExit("--rounds must be >= 1 and --seconds > 0")
     metrics: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="meshcore-kv-bench-") as tmp:
         work = Path(tmp)
         agents: list[AgentProcess] = []
+        etcd: list[subprocess.Popen[bytes]] = []
         try:
+            etcd_ports = _start_etcd(work, etcd) if args.vs == "etcd" else []
             _start_agents(args, work, agents)
-            trio.run(_meshcore, args, agents, metrics)
+            trio.run(_bench, args, agents, etcd, etcd_ports, metrics)
+            if etcd:
+                metrics["etcd_rss_mb_per_node"] = round(sum(_rss_mb(p.pid) for p in etcd) / len(etcd), 1)
+                for p in etcd:  # the fault phase measures the agents alone
+                    p.kill()
             _heal(args, agents, metrics)
             metrics["rss_mb_per_node"] = round(sum(_rss_mb(a.pid) for a in agents) / len(agents), 1)
         finally:
             for a in agents:
                 a.kill()
-        if args.vs == "etcd":
-            procs: list[subprocess.Popen[bytes]] = []
-            try:
-                ports = _start_etcd(work, procs)
-                trio.run(_etcd, args, ports, metrics)
-                metrics["etcd_rss_mb_per_node"] = round(sum(_rss_mb(p.pid) for p in procs) / len(procs), 1)
-            finally:
-                for p in procs:
-                    p.kill()
-                    p.wait(10)
-            metrics["put_quorum_vs_etcd"] = round(metrics["put_quorum_per_s"] / metrics["etcd_put_quorum_per_s"], 3)
+            for p in etcd:
+                p.kill()
+                p.wait(10)
     # The headline names the brief asks for (the quorum level is the default).
     summary = {
         "put_per_s": metrics.get("put_quorum_per_s"), "get_per_s": metrics.get("get_quorum_per_s"),
@@ -453,5 +560,5 @@ def run(args: argparse.Namespace) -> None:
         "get_p99_ms": metrics.get("get_quorum_p99_ms"),
     }
     params = {"nodes": args.nodes, "replicas": args.replicas, "profile": args.profile, "sync": args.sync, "clients": args.clients, "seconds": args.seconds,
-              "keys": args.keys, "value_bytes": args.value_bytes, "vs": args.vs or "none"}
+              "keys": args.keys, "value_bytes": args.value_bytes, "vs": args.vs or "none", "rounds": args.rounds}
     emit("kv", params, {**summary, **metrics}, args.json)

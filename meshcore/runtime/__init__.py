@@ -4,10 +4,12 @@
   (in-memory, for tests on virtual time);
 - the seams the security layer fills: `DatagramSealer` (one seal/open for every datagram)
   and `StreamWrapper` (turns every stream into a `MessageStream`);
+- `StreamIO`: the links' byte I/O straight on a socket's descriptor (see `_fastio`);
 - `Driver`: one task that owns the SWIM core and turns its effects into I/O and timers.
 """
 
 from ._driver import Core, Driver, DriverLimits, DriverStatistics
+from ._fastio import StreamIO
 from ._memory import MemoryNetwork, MemoryTransport
 from ._net import UdpTcpTransport, open_udp_tcp_transport
 from ._seams import (
@@ -36,6 +38,7 @@ __all__ = [
     "PlainSealer",
     "SealerStatistics",
     "StreamHandler",
+    "StreamIO",
     "StreamWrapper",
     "TimerHeap",
     "Transport",

@@ -22,6 +22,7 @@ import trio
 from .._types import Addr
 from ..errors import RemoteProtocolError
 from ..wire import DATAGRAM_BYTES_MAX, STREAM_MESSAGE_BYTES_MAX
+from ._fastio import StreamIO
 
 __all__ = [
     "PLAIN_DATAGRAM_MARKER",
@@ -115,6 +116,7 @@ class FramedStream:
         self, stream: trio.abc.Stream, *, message_bytes_max: int = STREAM_MESSAGE_BYTES_MAX
     ) -> None:
         self._stream = stream
+        self._io = StreamIO(stream)
         self._buffer = bytearray()
         self._message_bytes_max = message_bytes_max
         self.bytes_sent = 0
@@ -126,12 +128,12 @@ class FramedStream:
                 "split it before sending"
             )
         frame = len(data).to_bytes(FRAME_HEADER_BYTES, "big") + data
-        await self._stream.send_all(frame)
+        await self._io.send_all(frame)
         self.bytes_sent += len(frame)
 
     async def _fill(self, n: int) -> None:
         while len(self._buffer) < n:
-            chunk = await self._stream.receive_some(_RECEIVE_CHUNK_BYTES)
+            chunk = await self._io.receive_some(_RECEIVE_CHUNK_BYTES)
             if not chunk:
                 if self._buffer:
                     raise RemoteProtocolError("stream closed in the middle of a frame")

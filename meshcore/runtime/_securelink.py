@@ -36,6 +36,7 @@ from ..security import (
     LinkSecurity,
     RateLimiter,
 )
+from ._fastio import StreamIO
 
 __all__ = [
     "SecureLink",
@@ -75,6 +76,21 @@ class _Reader:
         return await self.read_exactly(n)
 
 
+async def _acquire(lock: trio.Lock | trio.StrictFIFOLock) -> None:
+    """Take `lock`, waiting (in FIFO order) only if it is held or has waiters: an
+    uncontended link pays no reschedule for it. Still a cancellation point."""
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        await lock.acquire()
+    else:
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            lock.release()
+            raise
+
+
 class SecureLink:
     """An authenticated, encrypted message stream to one certified peer."""
 
@@ -89,6 +105,7 @@ class SecureLink:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._stream = stream
+        self._io = StreamIO(stream)
         self._security = security
         self._wall_clock = wall_clock
         self.peer = peer
@@ -104,15 +121,21 @@ class SecureLink:
         return self.peer.node_id
 
     async def send_message(self, data: bytes) -> None:
-        async with self._send_lock:
+        lock = self._send_lock
+        await _acquire(lock)
+        try:
             frame = self._encoder.seal(data, trio.current_time())
-            await self._stream.send_all(frame)
+            await self._io.send_all(frame)
             self.bytes_sent += len(frame)
+        finally:
+            lock.release()
 
     async def receive_message(self) -> bytes:
         """The next message. Raises `trio.EndOfChannel` when the peer closed cleanly
         between messages, `FrameError` (a RemoteProtocolError) on a bad frame."""
-        async with self._receive_guard:
+        guard = self._receive_guard
+        await _acquire(guard)
+        try:
             decoder = self._decoder
             while True:
                 try:
@@ -125,12 +148,14 @@ class SecureLink:
                     raise
                 if message is not None:
                     return message
-                chunk = await self._stream.receive_some(_FRAME_CHUNK_BYTES)
+                chunk = await self._io.receive_some(_FRAME_CHUNK_BYTES)
                 if not chunk:
                     if decoder.buffered_bytes:
                         raise RemoteProtocolError("stream closed in the middle of a frame")
                     raise trio.EndOfChannel
                 decoder.receive_data(chunk)
+        finally:
+            guard.release()
 
     async def aclose(self) -> None:
         await self._stream.aclose()

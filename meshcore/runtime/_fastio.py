@@ -1,0 +1,78 @@
+"""Byte-stream I/O straight on a trio socket's file descriptor: the hot path of links.
+
+Each `trio.SocketStream.send_all` / `receive_some` runs about a dozen Python calls around
+the one system call (conflict detector, the nonblocking helper and its context manager, a
+reschedule of the task), which on a busy kv link is a large part of the CPU per request.
+`StreamIO` tries the system call first and only waits (`trio.lowlevel.wait_readable` /
+`wait_writable`, the public primitives trio's sockets use themselves) when the kernel says
+it would block; any other stream (memory streams in tests, WebSocket) is used as given.
+
+Semantics kept from trio: every call is a cancellation point (`checkpoint_if_cancelled`),
+OS errors become `trio.BrokenResourceError`, a closed socket `trio.ClosedResourceError`,
+end of stream is `b""`. A reader that always finds data yields to the scheduler every
+`_READS_PER_YIELD` reads, so a busy link cannot starve the node's other tasks.
+One `StreamIO` serves one reader and one writer at a time (the callers' locks see to it).
+"""
+
+from __future__ import annotations
+
+import os
+
+import trio
+
+__all__ = ["StreamIO"]
+
+_READS_PER_YIELD = 8
+
+
+class StreamIO:
+    __slots__ = ("stream", "_socket", "_reads")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._reads = 0
+
+    def _fd(self) -> int:
+        assert self._socket is not None
+        fd = self._socket.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the socket was closed")
+        return fd
+
+    async def send_all(self, data: bytes) -> None:
+        if self._socket is None:
+            await self.stream.send_all(data)
+            return
+        await trio.lowlevel.checkpoint_if_cancelled()
+        view = memoryview(data)
+        while view:
+            fd = self._fd()
+            try:
+                sent = os.write(fd, view)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(fd)
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
+            view = view[sent:]
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        if self._socket is None:
+            return await self.stream.receive_some(max_bytes)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            fd = self._fd()
+            try:
+                data = os.read(fd, max_bytes)
+            except BlockingIOError:
+                self._reads = 0
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
+            self._reads += 1
+            if self._reads >= _READS_PER_YIELD:
+                self._reads = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return data

@@ -1,0 +1,136 @@
+"""StreamIO: direct descriptor I/O on trio socket streams, with trio's stream semantics."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import trio
+import trio.testing
+
+from meshcore.runtime import StreamIO
+from meshcore.runtime._fastio import _READS_PER_YIELD
+
+
+def _pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    a, b = trio.socket.socketpair()
+    return trio.SocketStream(a), trio.SocketStream(b)
+
+
+async def test_round_trip_larger_than_the_socket_buffers() -> None:
+    a, b = _pair()
+    data = bytes(range(256)) * 20_000  # 5 MB: many partial writes and waits for writability
+    got = bytearray()
+
+    async def read() -> None:
+        io = StreamIO(b)
+        while len(got) < len(data):
+            chunk = await io.receive_some(65536)
+            assert chunk
+            got.extend(chunk)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await StreamIO(a).send_all(data)
+    assert bytes(got) == data
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_end_of_stream_is_empty_bytes() -> None:
+    a, b = _pair()
+    await StreamIO(a).send_all(b"last")
+    await a.aclose()
+    io = StreamIO(b)
+    assert await io.receive_some(100) == b"last"
+    assert await io.receive_some(100) == b""
+    await b.aclose()
+
+
+async def test_closed_socket_raises_closed_resource() -> None:
+    a, b = _pair()
+    io = StreamIO(a)
+    await a.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        await io.send_all(b"x")
+    with pytest.raises(trio.ClosedResourceError):
+        await io.receive_some(10)
+    await b.aclose()
+
+
+async def test_close_while_waiting_wakes_the_reader() -> None:
+    a, b = _pair()
+    io = StreamIO(b)
+
+    async def close_soon() -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        await b.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(close_soon)
+        with pytest.raises(trio.ClosedResourceError):
+            await io.receive_some(10)
+    await a.aclose()
+
+
+async def test_reset_by_peer_is_broken_resource() -> None:
+    a, b = _pair()
+    raw = b.socket
+    # SO_LINGER 0 makes close() send a reset instead of an orderly end of stream.
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    await StreamIO(a).send_all(b"unread")  # unread data also turns close() into a reset
+    await b.aclose()
+    io = StreamIO(a)
+    with pytest.raises(trio.BrokenResourceError):
+        for _ in range(100):  # the first write after a reset may still succeed
+            await io.send_all(b"x" * 65536)
+    await a.aclose()
+
+
+class _Steps(trio.abc.Instrument):
+    """Counts the scheduler steps of one task: each is a return to the run loop."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+async def test_a_busy_reader_still_yields_to_the_scheduler() -> None:
+    a, b = _pair()
+    rounds = 5
+    await StreamIO(a).send_all(b"y" * (rounds * _READS_PER_YIELD))
+    io = StreamIO(b)
+    steps = _Steps(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(steps)
+    try:
+        for _ in range(rounds * _READS_PER_YIELD):
+            assert await io.receive_some(1) == b"y"  # data every time: never a wait
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    assert steps.steps == rounds  # one trip through the scheduler per _READS_PER_YIELD reads
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_cancellation_is_seen_even_when_data_is_there() -> None:
+    a, b = _pair()
+    await StreamIO(a).send_all(b"z")
+    io = StreamIO(b)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await io.receive_some(1)
+        pytest.fail("not cancelled")
+    assert scope.cancelled_caught
+    assert await io.receive_some(1) == b"z"  # nothing was consumed by the cancelled call
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_other_streams_are_used_as_given() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    await StreamIO(left).send_all(b"memory")
+    assert await StreamIO(right).receive_some(100) == b"memory"
