@@ -90,3 +90,25 @@ async def test_an_idle_client_is_cut_off_but_a_slow_request_is_not(autojump_cloc
             assert trio.current_time() - start >= _control.CLIENT_TIMEOUT_S
     finally:
         del _control.EXTRA_OPS["test.slow"]
+
+
+async def test_a_client_gone_before_its_answer_ends_only_its_connection(autojump_clock: object) -> None:
+    import json
+
+    import trio.testing
+
+    from meshcore.cli import _control
+
+    async def slow(node: object, req: dict[str, object], send: object) -> dict[str, object]:
+        await trio.sleep(1)
+        return {"ok": True}
+
+    _control.EXTRA_OPS["test.slow"] = slow
+    try:
+        client, server = trio.testing.memory_stream_pair()
+        await client.send_all(json.dumps({"op": "test.slow"}).encode() + b"\n")
+        await client.aclose()  # the answer will find the stream broken
+        with trio.fail_after(10):
+            await _control._serve_client(server, None, lambda: None)  # returns, raises nothing
+    finally:
+        del _control.EXTRA_OPS["test.slow"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import math
 import os
 import socket
 from collections.abc import Callable
@@ -145,20 +144,40 @@ async def _answer(node: Node, req: Any, on_leave: Callable[[], None]) -> dict[st
     return {"ok": False, "error": f"unknown op {op!r:.40}; use members, stats, leave or revoke"}
 
 
+class _IdleGuard:
+    """Cuts a connection off once it has waited `timeout_s` for a request. The reader
+    only notes when it starts and stops waiting (`since`); this guard's task wakes about
+    once per timeout, so a busy connection pays no timer work per request."""
+
+    __slots__ = ("since",)
+
+    def __init__(self) -> None:
+        self.since: float | None = None  # when the wait for the next request began
+
+    async def watch(self, scope: trio.CancelScope, timeout_s: float) -> None:
+        while True:
+            since, now = self.since, trio.current_time()
+            if since is not None and now - since >= timeout_s:
+                scope.cancel()
+                return
+            await trio.sleep(timeout_s if since is None else since + timeout_s - now)
+
+
 async def _serve_client(
     stream: trio.SocketStream, node: Node, on_leave: Callable[[], None]
 ) -> None:
     """Answer requests on one connection until the client closes it; each request must
-    arrive within CLIENT_TIMEOUT_S (a client may keep the connection open between them)."""
+    arrive within CLIENT_TIMEOUT_S (a client may keep the connection open between them;
+    handling a request has no time limit here)."""
     buf = bytearray()
     io = StreamIO(stream)
-    async with stream:
-        # One cancel scope for the connection, armed only while a request is awaited (a
-        # scope per request costs more than the rest of the socket work of a small op).
-        with trio.CancelScope() as scope:
+    idle = _IdleGuard()
+    async with stream, trio.open_nursery() as nursery:
+        nursery.start_soon(idle.watch, nursery.cancel_scope, CLIENT_TIMEOUT_S)
+        try:
             while True:
                 if b"\n" not in buf:
-                    scope.deadline = trio.current_time() + CLIENT_TIMEOUT_S
+                    idle.since = trio.current_time()
                     while b"\n" not in buf:
                         if len(buf) > REQUEST_BYTES_MAX:
                             await io.send_all(b'{"ok": false, "error": "request too long"}\n')
@@ -167,7 +186,7 @@ async def _serve_client(
                         if not chunk:
                             return
                         buf += chunk
-                    scope.deadline = math.inf  # handling the request has no time limit here
+                    idle.since = None
                 line, _, rest = bytes(buf).partition(b"\n")
                 buf = bytearray(rest)
                 try:
@@ -183,6 +202,10 @@ async def _serve_client(
                     else:
                         answer = await _answer(node, req, on_leave)
                 await io.send_all(json.dumps(answer).encode() + b"\n")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the client went away (caught here: the nursery would wrap it in a group)
+        finally:
+            nursery.cancel_scope.cancel()  # the guard's task ends with the connection
 
 
 async def serve_control(

@@ -22,11 +22,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from nacl import bindings as _nacl
-from nacl.exceptions import CryptoError
 
 from .._types import Addr, NodeId
 from ..errors import LocalProtocolError, SecurityError
 from ..wire import DATAGRAM_BYTES_MAX
+from ._aead import Aead, InvalidTag
 from ._cert import Certificate
 from ._counters import DropLog
 from ._keys import SigningKey
@@ -42,8 +42,6 @@ HEADER_BYTES = KEY_ID_BYTES + COUNTER_BYTES
 DATAGRAM_OVERHEAD_BYTES = HEADER_BYTES + 16
 _COUNTER_MAX = 2**64 - 1
 
-_encrypt = _nacl.crypto_aead_chacha20poly1305_ietf_encrypt
-_decrypt = _nacl.crypto_aead_chacha20poly1305_ietf_decrypt
 _ZERO4 = bytes(4)
 
 
@@ -57,13 +55,14 @@ class DatagramStatistics:
 
 
 class _Peer:
-    __slots__ = ("cert", "node", "addr", "tx_id", "tx_key", "rx_id", "rx_key", "window")
+    __slots__ = ("cert", "node", "addr", "tx_id", "tx", "rx_id", "rx", "window")
 
     def __init__(self, cert: Certificate, addr: Addr | None, keys: tuple[bytes, bytes, bytes, bytes], blocks: int) -> None:
         self.cert = cert
         self.node = cert.node_id
         self.addr = addr
-        self.tx_id, self.tx_key, self.rx_id, self.rx_key = keys
+        self.tx_id, tx_key, self.rx_id, rx_key = keys
+        self.tx, self.rx = Aead(tx_key), Aead(rx_key)
         self.window = ReplayWindow(blocks)
 
 
@@ -186,7 +185,7 @@ class DatagramSealer:
         c8 = counter.to_bytes(8, "big")
         header = peer.tx_id + c8
         self._sealed += 1
-        return header + _encrypt(plaintext, header, _ZERO4 + c8, peer.tx_key)
+        return header + peer.tx.encrypt(_ZERO4 + c8, plaintext, header)
 
     def seal(self, peer: Addr, plaintext: bytes) -> bytes:
         """Seal for the admitted peer at address `peer`; raises LocalProtocolError if no
@@ -232,10 +231,8 @@ class DatagramSealer:
             self._drop("replay", src)
             return None
         try:
-            plaintext = _decrypt(
-                bytes(data[HEADER_BYTES:]), bytes(data[:HEADER_BYTES]), _ZERO4 + c8, peer.rx_key
-            )
-        except CryptoError:
+            plaintext = peer.rx.decrypt(_ZERO4 + c8, bytes(data[HEADER_BYTES:]), bytes(data[:HEADER_BYTES]))
+        except InvalidTag:
             self._drop("bad_mac", src)
             return None
         window.update(counter)

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nacl import bindings as _nacl
-from nacl.exceptions import CryptoError
-
 from ..wire import STREAM_MESSAGE_BYTES_MAX
+from ._aead import InvalidTag, KeyedAead
 from ._errors import FrameError
 from ._noise import TAG_BYTES, CipherState
 
@@ -37,9 +35,8 @@ FRAME_LENGTH_MAX = 2**24 - 1
 KIND_DATA = 0
 KIND_REKEY = 1
 
-_encrypt = _nacl.crypto_aead_chacha20poly1305_ietf_encrypt
-_decrypt = _nacl.crypto_aead_chacha20poly1305_ietf_decrypt
 _ZERO4 = bytes(4)
+
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,7 +59,7 @@ DEFAULT_FRAME_LIMITS = FrameLimits()
 class FrameEncoder:
     """Seals messages into frames for one direction of a link."""
 
-    __slots__ = ("_cipher", "_limits", "_count", "_key_since", "messages")
+    __slots__ = ("_cipher", "_limits", "_count", "_key_since", "_keyed", "messages")
 
     def __init__(self, cipher: CipherState, now: float, limits: FrameLimits = DEFAULT_FRAME_LIMITS) -> None:
         assert cipher.k is not None
@@ -70,6 +67,7 @@ class FrameEncoder:
         self._limits = limits
         self._count = 0
         self._key_since = now
+        self._keyed = KeyedAead()
         self.messages = 0
 
     def seal(self, message: bytes, now: float) -> bytes:
@@ -89,7 +87,7 @@ class FrameEncoder:
         c = self._cipher
         key = c.k
         assert key is not None
-        ct = _encrypt(message, header, _ZERO4 + c.n.to_bytes(8, "little"), key)
+        ct = self._keyed.get(key).encrypt(_ZERO4 + c.n.to_bytes(8, "little"), message, header)
         c.n += 1
         if rekey:
             c.rekey()
@@ -105,7 +103,7 @@ class FrameDecoder:
     `next_message(now)` until it returns None (needs more bytes)."""
 
     __slots__ = (
-        "_cipher", "_limits", "_count", "_key_since", "_buf", "_pos", "_failed", "messages",
+        "_cipher", "_limits", "_count", "_key_since", "_keyed", "_buf", "_pos", "_failed", "messages",
     )
 
     def __init__(
@@ -116,6 +114,7 @@ class FrameDecoder:
         self._limits = limits
         self._count = 0
         self._key_since = now
+        self._keyed = KeyedAead()
         # Consumed bytes are skipped by offset and compacted lazily: no memmove per frame.
         self._buf = bytearray()
         self._pos = 0
@@ -170,8 +169,8 @@ class FrameDecoder:
             header = bytes(view[pos:start])
             body = bytes(view[start:end])
         try:
-            message = _decrypt(body, header, _ZERO4 + c.n.to_bytes(8, "little"), key)
-        except CryptoError:
+            message = self._keyed.get(key).decrypt(_ZERO4 + c.n.to_bytes(8, "little"), body, header)
+        except InvalidTag:
             raise self._fail("frame failed authentication", "bad_mac") from None
         if end == len(buf):
             buf.clear()
