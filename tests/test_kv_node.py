@@ -331,3 +331,33 @@ async def test_link_batches_are_counted(tmp_path: Path) -> None:
             await a.kv.put("n", f"k{i}", b"v", consistency="all")
         s = a.kv.statistics()
         assert s["link_messages_sent"] >= 10 and 1 <= s["link_batches_sent"] <= s["link_messages_sent"]
+
+
+class _Listener:
+    """A kv service stand-in whose `listen` refuses the ports in `busy`."""
+
+    def __init__(self, busy: set[int]) -> None:
+        self.busy = busy
+        self.asked: list[int] = []
+
+    async def listen(self, host: str, port: int) -> list[int]:
+        from meshcore.errors import ConfigError
+
+        self.asked.append(port)
+        if port in self.busy:
+            raise ConfigError(f"port {port} in use")
+        return [port]
+
+
+async def test_the_default_kv_port_falls_back_to_a_free_one_but_an_asked_for_port_does_not() -> None:
+    from meshcore.errors import ConfigError
+    from meshcore.node._kv import listen_kv
+
+    svc = _Listener(busy={7001})
+    assert await listen_kv(svc, "127.0.0.1", None, 7000) == [0]  # SWIM + 1 taken: any free port
+    assert svc.asked == [7001, 0]
+    assert await listen_kv(_Listener(set()), "127.0.0.1", None, 7000) == [7001]
+    with pytest.raises(ConfigError):
+        await listen_kv(_Listener(busy={7001}), "127.0.0.1", 7001, 7000)  # asked for: a clear error
+    edge = _Listener(set())
+    assert await listen_kv(edge, "127.0.0.1", None, 65535) == [0] and edge.asked == [0]  # no port 65536

@@ -88,7 +88,7 @@ def add_agent_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (default info)")
     # kv layer (meshcore.cli._kv)
     p.add_argument("--data-dir", metavar="PATH", help="store key-value data here (enables `meshcore kv`)")
-    p.add_argument("--kv-port", type=int, metavar="PORT", help="kv service TCP port (default: bind port + 1)")
+    p.add_argument("--kv-port", type=int, metavar="PORT", help="kv service TCP port (default: bind port + 1, or any free port if that one is taken)")
     p.add_argument("--kv-sync", choices=("full", "normal"),
                    help="kv store fsync: full (default; survives power loss) or normal (process crashes only)")
     return p
@@ -202,8 +202,8 @@ def _tune_gc() -> None:
     700. A busy agent allocates a few thousand short-lived objects per request; with the
     defaults the collector ran several times per request and rescanned the long-lived
     state (members, rings, caches) at each older-generation pass. Measured on the kv
-    benchmark's quorum puts: about 4 % less CPU per put. Cyclic garbage lives a little
-    longer (a few MB at most)."""
+    benchmark's quorum puts: about 4 % less CPU per put. Cyclic garbage lives longer
+    (until 20,000 more allocations)."""
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 

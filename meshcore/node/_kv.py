@@ -18,8 +18,9 @@ insecure one); a node naming no site is its own site.
 Wiring (`KvTap`): the node's event router publishes through the tap, which hands member
 events to the service and swallows namespace broadcasts (prefix `NS_BROADCAST_PREFIX`),
 so `node.events()` subscribers never see them. `run_node_kv` opens the store in
-`data_dir`, listens on `kv_port` (default: the SWIM port + 1; 0 = any), advertises the
-port in the node's `kv` metadata tag, feeds the current members, then runs the service.
+`data_dir`, listens on `kv_port` (default: the SWIM port + 1, or any free port if that one
+is taken; 0 = any), advertises the port in the node's `kv` metadata tag, feeds the current
+members, then runs the service.
 Namespaces are gossiped when created and pulled from each kv peer that comes alive.
 """
 
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..errors import LocalProtocolError, NamespaceError, RecordError
+from ..errors import ConfigError, LocalProtocolError, NamespaceError, RecordError
 from ..kv import VALUE_BYTES_MAX, Namespace, Stamp, as_key, encode_namespace
 from ..runtime._kv import KvService, KvServiceConfig, Watch, sites_and_region
 from ..runtime._kvstore import KvReader
@@ -198,6 +199,23 @@ async def _gossip_namespace(node: Node, ns: Namespace) -> None:
         log.warning("cannot gossip namespace %r: %s", ns.name, exc)
 
 
+async def listen_kv(service: Any, host: str, kv_port: int | None, swim_port: int) -> Any:
+    """Bind the kv port: `kv_port` if one was asked for (a port in use is then the
+    service's clear `ConfigError`), else the SWIM port + 1, or any free port when that
+    one is taken (by another program's ephemeral port, say). Peers learn the port from
+    the node's `kv` metadata tag, so the fallback needs no configuration anywhere."""
+    if kv_port is not None:
+        return await service.listen(host, kv_port)
+    preferred = swim_port + 1 if 0 < swim_port < 65535 else 0
+    try:
+        return await service.listen(host, preferred)
+    except ConfigError:
+        if preferred == 0:
+            raise
+        log.info("kv: port %d (the SWIM port + 1) is in use; listening on a free port instead", preferred)
+        return await service.listen(host, 0)
+
+
 async def run_node_kv(node: Node, config: Any, tap: KvTap, wrap: Any, secure: bool,
                       rng: random.Random, *, task_status: trio.TaskStatus[NodeKv] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the kv layer of `node` for as long as this task lives (see the module doc)."""
@@ -218,8 +236,7 @@ async def run_node_kv(node: Node, config: Any, tap: KvTap, wrap: Any, secure: bo
         try:
             service = KvService(me=RingMember(node.node_id, site, region), store=store, reader=reader,
                                 wrap=wrap, secure=secure, config=svc_config, rng=rng)
-            kv_port = config.kv_port if config.kv_port is not None else (node.addr[1] + 1 if node.addr[1] else 0)
-            listeners = await service.listen(node.addr[0], kv_port)
+            listeners = await listen_kv(service, node.addr[0], config.kv_port, node.addr[1])
             async with trio.open_nursery() as nursery:
                 port = await nursery.start(service.run, listeners)
                 tags = dict(me_member.meta.tag_dict)
