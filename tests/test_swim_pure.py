@@ -90,6 +90,16 @@ def test_broadcast_queue_sends_each_item_at_most_the_retransmit_limit() -> None:
     assert sent == 4 and len(q) == 0
 
 
+def test_an_uncounted_copy_spends_no_transmit_budget() -> None:
+    q = BroadcastQueue(items_max=100)
+    q.push("x", b"x" * 30)
+    q.take(1000, 64, transmit_limit=2)
+    for _ in range(5):  # copies to unreachable-looking members: the item stays as it was
+        assert q.take(1000, 64, transmit_limit=2, count=False) == [b"x" * 30]
+    assert q.take(1000, 64, transmit_limit=2) == [b"x" * 30]  # its second and last counted copy
+    assert len(q) == 0
+
+
 def test_broadcast_queue_sends_least_transmitted_and_then_newest_first() -> None:
     q = BroadcastQueue(items_max=100)
     q.push("old", b"o" * 30)

@@ -78,9 +78,10 @@ class BroadcastQueue:
         del self._by_order[order]
         self._sorted.remove(order)
 
-    def take(self, bytes_avail: int, count_max: int, transmit_limit: int) -> list[bytes]:
+    def take(self, bytes_avail: int, count_max: int, transmit_limit: int, *, count: bool = True) -> list[bytes]:
         """Pick updates that fit in `bytes_avail` bytes (at most `count_max` of them), in
-        queue order, and count one transmission for each."""
+        queue order, and count one transmission for each (unless `count` is False: a copy
+        that does not spend the updates' budget)."""
         picked: list[_Item] = []
         left = bytes_avail
         scanned = 0
@@ -93,6 +94,8 @@ class BroadcastQueue:
             if size <= left:
                 picked.append(item)
                 left -= size
+        if not count:
+            return [item.data for item in picked]
         out: list[bytes] = []
         for item in picked:
             out.append(item.data)

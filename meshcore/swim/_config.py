@@ -64,6 +64,13 @@ Our changes over memberlist (the `lan`, `wan`, `local` profiles):
   loss a refutation can miss a member for seconds (each copy is lost with probability p),
   while a fresh round trip usually gets through; a crashed node stays silent, so this
   costs one probe timeout of detection time;
+* `budget_alive_only`: only copies sent to members we hold alive spend an update's
+  transmit budget; copies to suspects (probes with the suspicion, last looks) and to the
+  recently dead (memberlist's gossip to the dead, for `gossip_to_dead_s`, so that a wrongly
+  dead member hears it and refutes) are extra. memberlist spends the budget on them all:
+  during a partition the whole other side is suspect, then "recently dead", for half a
+  minute, about half of every update's budget goes to unreachable members, and broadcasts
+  sent on one side then missed members of that same side;
 * the gossip timer only runs while there is something to send (same behaviour, cheaper).
 """
 
@@ -149,6 +156,7 @@ class SwimConfig:
     #: instead slowed crash detection: p99 20.4 -> 26.7 s).
     death_notices: bool = True
     death_notices_max: int = 16
+    budget_alive_only: bool = True
     defer_late_timers: bool = True
     proof_of_life: bool = True
     last_look: bool = True
@@ -204,6 +212,7 @@ _MEMBERLIST_ONLY = dict(
     urgent_first=False, eager_suspect_probe=False, tell_dead_senders=False,
     reconnect_per_s=0.0, defer_late_timers=False, proof_of_life=False, last_look=False,
     refused_suspicion_s=0.0, push_pull_checksum_first=False, death_notices=False,
+    budget_alive_only=False,
 )
 
 PROFILES: dict[str, dict[str, Any]] = {

@@ -559,14 +559,21 @@ class Swim:
     def _transmit_limit(self) -> int:
         return retransmit_limit(self._config.retransmit_mult, self._n_live)
 
-    def _pack(self, empty: bytes, first: list[bytes]) -> bytes:
-        """`empty` (a message with no updates) plus `first`, then queued updates that fit."""
+    def _spends(self, rec: MemberRecord) -> bool:
+        """Whether updates piggybacked to `rec` spend their transmit budget: always in
+        memberlist; with `budget_alive_only`, only when we hold `rec` alive (a suspect or
+        recently dead member is often unreachable: a copy to it is a bonus)."""
+        return not self._config.budget_alive_only or rec.status is Status.ALIVE
+
+    def _pack(self, empty: bytes, first: list[bytes], *, count: bool = True) -> bytes:
+        """`empty` (a message with no updates) plus `first`, then queued updates that fit
+        (`count`: the copies spend the updates' transmit budget)."""
         budget = self._config.packet_bytes_max - len(empty) - 2
         for data in first:
             budget -= len(data)
         items = list(first)
         if len(self._queue) and budget > 0:
-            items += self._queue.take(budget, UPDATES_MAX - len(items), self._transmit_limit())
+            items += self._queue.take(budget, UPDATES_MAX - len(items), self._transmit_limit(), count=count)
         return with_updates(empty, items)
 
     def _enqueue(self, now: float, key: object, data: bytes, urgent: bool, out: list[Effect]) -> None:
@@ -801,7 +808,8 @@ class Swim:
         looks[seq] = rec.node
         self._c["last_looks"] += 1
         buddy = [encode_update(Suspect(node=rec.node, incarnation=rec.incarnation, by=self._id))]
-        self._send(rec.addr, self._pack(encode(Ping(seq=seq, sender=self._id, target=rec.node)), buddy), out)
+        self._send(rec.addr, self._pack(encode(Ping(seq=seq, sender=self._id, target=rec.node)), buddy,
+                                        count=self._spends(rec)), out)
         for h in self._random_live(self._config.indirect_checks, rec.node):
             req = PingReq(seq=seq, sender=self._id, target=rec.node, target_addr=rec.addr, nack=False)
             self._send(h.addr, self._pack(encode(req), []), out)
@@ -956,7 +964,8 @@ class Swim:
         first: list[bytes] = []
         if cfg.buddy and rec.status is Status.SUSPECT:
             first.append(encode_update(Suspect(node=rec.node, incarnation=rec.incarnation, by=self._id)))
-        self._send(rec.addr, self._pack(encode(Ping(seq=seq, sender=self._id, target=rec.node)), first), out)
+        self._send(rec.addr, self._pack(encode(Ping(seq=seq, sender=self._id, target=rec.node)), first,
+                                        count=self._spends(rec)), out)
         out.append(SetTimer(now + cfg.probe_timeout_s, Timer(_PROBE_TIMEOUT, seq)))
         out.append(SetTimer(now + interval, Timer(_PROBE_END, seq)))
 
@@ -1037,7 +1046,7 @@ class Swim:
         for rec in targets:
             if not len(self._queue):
                 break
-            data = self._pack(empty, [])
+            data = self._pack(empty, [], count=self._spends(rec))
             if len(data) > len(empty):
                 self._send(rec.addr, data, out)
         if len(self._queue):
