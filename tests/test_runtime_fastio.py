@@ -134,3 +134,24 @@ async def test_other_streams_are_used_as_given() -> None:
     left, right = trio.testing.memory_stream_pair()
     await StreamIO(left).send_all(b"memory")
     assert await StreamIO(right).receive_some(100) == b"memory"
+
+
+async def test_a_second_sender_or_receiver_is_refused_rather_than_interleaved() -> None:
+    a, b = _pair()  # nobody reads b: a sender of more than the socket buffers waits
+    c, d = _pair()  # nobody writes c: a receiver on d waits
+    sender, receiver = StreamIO(a), StreamIO(d)
+
+    async def second() -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await sender.send_all(b"y")
+        with pytest.raises(trio.BusyResourceError):
+            await receiver.receive_some(1)
+        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender.send_all, b"x" * 10_000_000)
+        nursery.start_soon(receiver.receive_some, 1)
+        nursery.start_soon(second)
+    for s in (a, b, c, d):
+        await s.aclose()

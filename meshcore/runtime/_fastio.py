@@ -11,7 +11,9 @@ Semantics kept from trio: every call is a cancellation point (`checkpoint_if_can
 OS errors become `trio.BrokenResourceError`, a closed socket `trio.ClosedResourceError`,
 end of stream is `b""`. A reader that always finds data yields to the scheduler every
 `_READS_PER_YIELD` reads, so a busy link cannot starve the node's other tasks.
-One `StreamIO` serves one reader and one writer at a time (the callers' locks see to it).
+One `StreamIO` serves one reader and one writer at a time: a second task sending (or
+receiving) while one waits gets `trio.BusyResourceError`, as with trio's own streams,
+instead of interleaving its bytes with the first one's.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ _READS_PER_YIELD = 8
 
 
 class StreamIO:
-    __slots__ = ("stream", "_socket", "_reads")
+    __slots__ = ("stream", "_socket", "_reads", "_sending", "_receiving")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._reads = 0
+        self._sending = False
+        self._receiving = False
 
     def _fd(self) -> int:
         assert self._socket is not None
@@ -44,35 +48,47 @@ class StreamIO:
         if self._socket is None:
             await self.stream.send_all(data)
             return
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
         await trio.lowlevel.checkpoint_if_cancelled()
         view = memoryview(data)
-        while view:
-            fd = self._fd()
-            try:
-                sent = os.write(fd, view)
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(fd)
-                continue
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
-            view = view[sent:]
+        self._sending = True
+        try:
+            while view:
+                fd = self._fd()
+                try:
+                    sent = os.write(fd, view)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(fd)
+                    continue
+                except OSError as exc:
+                    raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
+                view = view[sent:]
+        finally:
+            self._sending = False
 
     async def receive_some(self, max_bytes: int) -> bytes:
         if self._socket is None:
             return await self.stream.receive_some(max_bytes)
+        if self._receiving:
+            raise trio.BusyResourceError("another task is receiving on this stream")
         await trio.lowlevel.checkpoint_if_cancelled()
-        while True:
-            fd = self._fd()
-            try:
-                data = os.read(fd, max_bytes)
-            except BlockingIOError:
-                self._reads = 0
-                await trio.lowlevel.wait_readable(fd)
-                continue
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
-            self._reads += 1
-            if self._reads >= _READS_PER_YIELD:
-                self._reads = 0
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
+        self._receiving = True
+        try:
+            while True:
+                fd = self._fd()
+                try:
+                    data = os.read(fd, max_bytes)
+                except BlockingIOError:
+                    self._reads = 0
+                    await trio.lowlevel.wait_readable(fd)
+                    continue
+                except OSError as exc:
+                    raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
+                self._reads += 1
+                if self._reads >= _READS_PER_YIELD:
+                    self._reads = 0
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+        finally:
+            self._receiving = False
