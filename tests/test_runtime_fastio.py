@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -130,6 +131,20 @@ async def test_cancellation_is_seen_even_when_data_is_there() -> None:
     await b.aclose()
 
 
+async def test_a_send_is_a_cancellation_point_even_when_the_socket_has_room() -> None:
+    a, b = _pair()
+    io = StreamIO(a)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await io.send_all(b"never")
+        pytest.fail("not cancelled")
+    assert scope.cancelled_caught
+    await io.send_all(b"sent")
+    assert await StreamIO(b).receive_some(100) == b"sent"  # nothing of the cancelled call
+    await a.aclose()
+    await b.aclose()
+
+
 async def test_other_streams_are_used_as_given() -> None:
     left, right = trio.testing.memory_stream_pair()
     await StreamIO(left).send_all(b"memory")
@@ -143,6 +158,9 @@ async def test_a_second_sender_or_receiver_is_refused_rather_than_interleaved() 
 
     async def second() -> None:
         await trio.testing.wait_all_tasks_blocked()
+        # Make room in the buffers, so that a write would go through before the waiting
+        # sender wakes up: only StreamIO's own guard stands between the two streams of bytes.
+        os.read(b.socket.fileno(), 1 << 20)
         with pytest.raises(trio.BusyResourceError):
             await sender.send_all(b"y")
         with pytest.raises(trio.BusyResourceError):
