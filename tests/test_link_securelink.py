@@ -217,3 +217,46 @@ def test_the_security_package_imports_no_trio_socket_time_or_random() -> None:
             else:
                 continue
             assert not names & forbidden, f"{path.name} imports {names & forbidden}"
+
+
+async def test_concurrent_senders_on_a_tcp_link_keep_every_message_whole_and_in_order(cluster) -> None:
+    # Over real sockets the link writes on the descriptor directly; messages larger than the
+    # socket buffers force partial writes and waits while other tasks queue on the lock.
+    a, b = (n.link_security() for n in cluster.nodes)
+    links = {}
+
+    async def handler(stream: trio.SocketStream) -> None:
+        links["b"] = await secure_handshake(stream, b, initiator=False, wall_clock=wall)
+        await trio.sleep_forever()
+
+    sizes = [10, 3_000_000, 1, 70_000, 500]
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        link = await secure_handshake(await trio.open_tcp_stream("127.0.0.1", port), a,
+                                      initiator=True, wall_clock=wall)
+
+        async def sender(tag: int) -> None:
+            for i, size in enumerate(sizes):
+                head = b"%d:%d:" % (tag, i)
+                await link.send_message(head + bytes([tag]) * (size - len(head) if size > len(head) else 0))
+
+        got: dict[int, list[int]] = {t: [] for t in range(4)}
+
+        async def receiver() -> None:
+            while "b" not in links:
+                await trio.sleep(0.01)
+            for _ in range(4 * len(sizes)):
+                msg = await links["b"].receive_message()
+                tag, i, body = msg.split(b":", 2)
+                assert body == bytes([int(tag)]) * len(body)  # no bytes of another message
+                got[int(tag)].append(int(i))
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as inner:
+                inner.start_soon(receiver)
+                for t in range(4):
+                    inner.start_soon(sender, t)
+        assert all(order == list(range(len(sizes))) for order in got.values())  # each sender's order
+        await link.aclose()
+        nursery.cancel_scope.cancel()
