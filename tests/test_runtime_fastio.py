@@ -173,3 +173,34 @@ async def test_a_second_sender_or_receiver_is_refused_rather_than_interleaved() 
         nursery.start_soon(second)
     for s in (a, b, c, d):
         await s.aclose()
+
+
+async def test_after_a_short_read_the_next_one_waits_for_data_instead_of_trying(monkeypatch) -> None:
+    import meshcore.runtime._fastio as fastio
+
+    calls: list[int] = []
+    real_read = os.read
+
+    def counting_read(fd: int, n: int) -> bytes:
+        calls.append(fd)
+        return real_read(fd, n)
+
+    monkeypatch.setattr(fastio.os, "read", counting_read)
+    a, b = _pair()
+    io = StreamIO(b)
+    await StreamIO(a).send_all(b"ab")
+    assert await io.receive_some(100) == b"ab"  # short: the buffer is empty now
+    reads = len(calls)
+    got: list[bytes] = []
+
+    async def receive() -> None:
+        got.append(await io.receive_some(100))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(calls) == reads  # it waits for readability, no read that would fail
+        await StreamIO(a).send_all(b"c")
+    assert got == [b"c"] and len(calls) == reads + 1
+    await a.aclose()
+    await b.aclose()

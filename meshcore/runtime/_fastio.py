@@ -10,7 +10,10 @@ it would block; any other stream (memory streams in tests, WebSocket) is used as
 Semantics kept from trio: every call is a cancellation point (`checkpoint_if_cancelled`),
 OS errors become `trio.BrokenResourceError`, a closed socket `trio.ClosedResourceError`,
 end of stream is `b""`. A reader that always finds data yields to the scheduler every
-`_READS_PER_YIELD` reads, so a busy link cannot starve the node's other tasks.
+`_READS_PER_YIELD` reads, so a busy link cannot starve the node's other tasks. A read
+that came back short (it emptied the kernel's buffer) makes the next call wait for data
+before reading: trying first would mostly cost a system call that finds nothing (it was
+about half of all reads on a busy kv link; waiting first measured ~4 % less CPU per put).
 One `StreamIO` serves one reader and one writer at a time: a second task sending (or
 receiving) while one waits gets `trio.BusyResourceError`, as with trio's own streams,
 instead of interleaving its bytes with the first one's.
@@ -28,7 +31,7 @@ _READS_PER_YIELD = 8
 
 
 class StreamIO:
-    __slots__ = ("stream", "_socket", "_reads", "_sending", "_receiving")
+    __slots__ = ("stream", "_socket", "_reads", "_sending", "_receiving", "_drained")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
@@ -36,6 +39,7 @@ class StreamIO:
         self._reads = 0
         self._sending = False
         self._receiving = False
+        self._drained = False
 
     def _fd(self) -> int:
         assert self._socket is not None
@@ -75,6 +79,12 @@ class StreamIO:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._receiving = True
         try:
+            if self._drained:
+                # The last read emptied the kernel's buffer: a read now would most likely
+                # find nothing (a wasted system call), so wait for data first.
+                self._drained = False
+                self._reads = 0
+                await trio.lowlevel.wait_readable(self._fd())
             while True:
                 fd = self._fd()
                 try:
@@ -85,6 +95,7 @@ class StreamIO:
                     continue
                 except OSError as exc:
                     raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
+                self._drained = 0 < len(data) < max_bytes
                 self._reads += 1
                 if self._reads >= _READS_PER_YIELD:
                     self._reads = 0
