@@ -28,6 +28,11 @@ each, alternating which system goes first (ABBA), so that a change in the speed 
 shared machine falls on both; each figure sums its slices, and `*_vs_etcd_min/max` give
 the spread of the per-round ratios.
 
+`--vs-code DIR`: a second cluster of `--nodes` agents runs the meshcore package in DIR (a
+checkout of another commit); its quorum puts are interleaved with ours the same way
+(`put_quorum_vs_code`, per-round min/max, and `put_quorum_cpu_vs_code`, the ratio of CPU
+per put): how a change moves the figure, measured on the same machine at the same time.
+
 CPU: every phase also reports `*_server_cpu_ms_per_op` (user + system CPU of the agents, or
 of the etcd members, per completed operation, from /proc) and `*_client_cpu_ms_per_op`
 (this process), so a throughput figure can be read against what it cost.
@@ -74,6 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lag-writes", type=int, default=300)
     p.add_argument("--fault-writes", type=int, default=300)
     p.add_argument("--vs", choices=["etcd"], help="also measure a 3-member etcd cluster")
+    p.add_argument("--vs-code", type=Path, metavar="DIR",
+                   help="also run --nodes agents from the meshcore package in DIR (another checkout, "
+                        "e.g. `git worktree add DIR COMMIT`) and interleave its quorum puts with ours")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--profile", default="lan", help="SWIM timing profile of the agents (default lan)")
     p.add_argument("--sync", choices=("full", "normal"), default="full",
@@ -293,9 +301,12 @@ async def _paired(ours: tuple[Target, Op], theirs: tuple[Target, Op], seconds: f
 # --- meshcore -----------------------------------------------------------------------------
 
 
-def _start_agents(args: argparse.Namespace, work: Path, agents: list[AgentProcess]) -> None:
-    """Start the agents into `agents` (the caller kills them, even if this fails midway)."""
+def _start_agents(args: argparse.Namespace, work: Path, agents: list[AgentProcess],
+                  code: Path | None = None) -> None:
+    """Start the agents into `agents` (the caller kills them, even if this fails midway);
+    `code`: from the meshcore package in that directory."""
     names = [f"n{i}" for i in range(args.nodes)]
+    work.mkdir(parents=True, exist_ok=True)
     creds = work / "creds"
     SecureCluster(names, directory=creds)
     for i, name in enumerate(names):
@@ -304,7 +315,7 @@ def _start_agents(args: argparse.Namespace, work: Path, agents: list[AgentProces
                          extra=["--data-dir", str(work / f"data-{name}"), "--site", f"s{i}", "--region", "r1",
                                 # Any free kv port: the default (SWIM port + 1) can be taken by
                                 # another process's ephemeral port and fail the start.
-                                "--kv-port", "0", "--kv-sync", args.sync])
+                                "--kv-port", "0", "--kv-sync", args.sync], code=code)
         agents.append(a)  # before start(): a failed start is still reaped by the caller
         a.start(timeout_s=30.0)
     _wait_sync(lambda: all(int(a.request("kv.stats")["kv"]["peers"]) == args.nodes - 1 for a in agents),
@@ -366,10 +377,14 @@ def _etcd_ops(args: argparse.Namespace) -> dict[str, Op]:
 
 
 async def _bench(args: argparse.Namespace, agents: list[AgentProcess], etcd: list[subprocess.Popen[bytes]],
-                 etcd_ports: list[int], metrics: dict[str, Any]) -> None:
+                 etcd_ports: list[int], base_agents: list[AgentProcess], metrics: dict[str, Any]) -> None:
     ours = Target([ControlClient(agents[i % len(agents)].control) for i in range(args.clients)],
                   [a.pid for a in agents])
     theirs: Target | None = None
+    base: Target | None = None
+    if base_agents:
+        base = Target([ControlClient(base_agents[i % len(base_agents)].control) for i in range(args.clients)],
+                      [a.pid for a in base_agents])
     try:
         for c in ours.clients:
             await c.connect()
@@ -394,9 +409,21 @@ async def _bench(args: argparse.Namespace, agents: list[AgentProcess], etcd: lis
                 mine = Tally()
                 await _slice(ours, args.seconds, op, seed, mine)
                 mine.record(metrics, name)
+        if base is not None:
+            for c in base.clients:  # only now: an agent hangs up on a client idle for 5 s
+                await c.connect()
+            op = mesh_ops["put_quorum"]
+            mine, other, ratios = await _paired((ours, op), (base, op), args.seconds, args.rounds, args.seed)
+            other.record(metrics, "vs_code_put_quorum")
+            metrics["put_quorum_vs_code"] = round(mine.rate / other.rate, 3) if other.rate else math.nan
+            metrics["put_quorum_vs_code_min"] = round(min(ratios), 3) if ratios else math.nan
+            metrics["put_quorum_vs_code_max"] = round(max(ratios), 3) if ratios else math.nan
+            if mine.ops and other.ops:
+                metrics["put_quorum_cpu_vs_code"] = round(
+                    (mine.server_cpu_s / mine.ops) / (other.server_cpu_s / other.ops), 3)
         await _lag(args, agents, ours.clients, metrics)
     finally:
-        for c in ours.clients + (theirs.clients if theirs else []):
+        for c in ours.clients + (theirs.clients if theirs else []) + (base.clients if base else []):
             await c.aclose()
 
 
@@ -536,15 +563,22 @@ async def _etcd_ready(port: int) -> None:
 def run(args: argparse.Namespace) -> None:
     if args.rounds < 1 or args.seconds <= 0:
         raise SystemExit("--rounds must be >= 1 and --seconds > 0")
+    if args.vs_code is not None and not (args.vs_code / "meshcore" / "__init__.py").is_file():
+        raise SystemExit(f"--vs-code {args.vs_code}: no meshcore package there (want DIR/meshcore/__init__.py)")
     metrics: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="meshcore-kv-bench-") as tmp:
         work = Path(tmp)
         agents: list[AgentProcess] = []
+        base_agents: list[AgentProcess] = []
         etcd: list[subprocess.Popen[bytes]] = []
         try:
             etcd_ports = _start_etcd(work, etcd) if args.vs == "etcd" else []
             _start_agents(args, work, agents)
-            trio.run(_bench, args, agents, etcd, etcd_ports, metrics)
+            if args.vs_code is not None:
+                _start_agents(args, work / "vs-code", base_agents, code=args.vs_code.resolve())
+            trio.run(_bench, args, agents, etcd, etcd_ports, base_agents, metrics)
+            for a in base_agents:  # the later phases measure our agents alone
+                a.kill()
             if etcd:
                 metrics["etcd_rss_mb_per_node"] = round(sum(_rss_mb(p.pid) for p in etcd) / len(etcd), 1)
                 for p in etcd:  # the fault phase measures the agents alone
@@ -552,7 +586,7 @@ def run(args: argparse.Namespace) -> None:
             _heal(args, agents, metrics)
             metrics["rss_mb_per_node"] = round(sum(_rss_mb(a.pid) for a in agents) / len(agents), 1)
         finally:
-            for a in agents:
+            for a in agents + base_agents:
                 a.kill()
             for p in etcd:
                 p.kill()
@@ -564,5 +598,6 @@ def run(args: argparse.Namespace) -> None:
         "get_p99_ms": metrics.get("get_quorum_p99_ms"),
     }
     params = {"nodes": args.nodes, "replicas": args.replicas, "profile": args.profile, "sync": args.sync, "clients": args.clients, "seconds": args.seconds,
-              "keys": args.keys, "value_bytes": args.value_bytes, "vs": args.vs or "none", "rounds": args.rounds}
+              "keys": args.keys, "value_bytes": args.value_bytes, "vs": args.vs or "none", "rounds": args.rounds,
+              "vs_code": str(args.vs_code) if args.vs_code else "none"}
     emit("kv", params, {**summary, **metrics}, args.json)

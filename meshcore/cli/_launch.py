@@ -43,10 +43,14 @@ class AgentProcess:
         credentials: Path | None = None,
         insecure: bool = False,
         extra: list[str] | None = None,
+        code: Path | None = None,
     ) -> None:
         """`credentials`: a directory written by `make_throwaway_cluster(directory=...)`
-        (or `SecureCluster`) holding NAME.key, NAME.cert and authority.pub."""
+        (or `SecureCluster`) holding NAME.key, NAME.cert and authority.pub. `code`: run the
+        `meshcore` package of that directory (another checkout, for A/B benchmarks)
+        instead of the one this interpreter would import."""
         self.name = name
+        self.code = code
         self.workdir = workdir
         self.control = workdir / f"{name}.sock"
         self.log_path = workdir / f"{name}.log"
@@ -87,9 +91,13 @@ class AgentProcess:
         """Start the process without waiting (then call `wait_ready`)."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.code is not None:
+            # `python -m` puts the working directory first on sys.path, then PYTHONPATH.
+            env["PYTHONPATH"] = str(self.code)
         self._term_sent = False
         self.proc = subprocess.Popen(
-            self._argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, env=env
+            self._argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, env=env,
+            cwd=self.code,
         )
 
     def wait_ready(self, *, timeout_s: float = 15.0) -> Addr:
