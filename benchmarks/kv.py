@@ -288,14 +288,23 @@ async def _paired(ours: tuple[Target, Op], theirs: tuple[Target, Op], seconds: f
     a, b = Tally(), Tally()
     ratios: list[float] = []
     for r in range(rounds):
-        order = [(ours, a), (theirs, b)] if r % 2 == 0 else [(theirs, b), (ours, a)]
-        parts = {}
-        for (target, op), tally in order:
-            parts[id(tally)] = await _slice(target, seconds / rounds, op, seed + r, tally)
-        mine, other = parts[id(a)], parts[id(b)]
+        legs = [(ours, a), (theirs, b)]
+        if r % 2:
+            legs.reverse()
+        parts = [await _slice(target, seconds / rounds, op, seed + r, tally) for (target, op), tally in legs]
+        if r % 2:
+            parts.reverse()
+        mine, other = parts
         if other.rate > 0:
             ratios.append(mine.rate / other.rate)
     return a, b, ratios
+
+
+def _record_ratio(metrics: dict[str, Any], key: str, mine: Tally, other: Tally, ratios: list[float]) -> None:
+    """`key`: our rate over the other's, summed over the rounds; `key_min/max`: per round."""
+    metrics[key] = round(mine.rate / other.rate, 3) if other.rate else math.nan
+    metrics[f"{key}_min"] = round(min(ratios), 3) if ratios else math.nan
+    metrics[f"{key}_max"] = round(max(ratios), 3) if ratios else math.nan
 
 
 # --- meshcore -----------------------------------------------------------------------------
@@ -402,9 +411,7 @@ async def _bench(args: argparse.Namespace, agents: list[AgentProcess], etcd: lis
                                                     args.rounds, seed)
                 mine.record(metrics, name)
                 other.record(metrics, f"etcd_{name}")
-                metrics[f"{name}_vs_etcd"] = round(mine.rate / other.rate, 3) if other.rate else math.nan
-                metrics[f"{name}_vs_etcd_min"] = round(min(ratios), 3) if ratios else math.nan
-                metrics[f"{name}_vs_etcd_max"] = round(max(ratios), 3) if ratios else math.nan
+                _record_ratio(metrics, f"{name}_vs_etcd", mine, other, ratios)
             else:
                 mine = Tally()
                 await _slice(ours, args.seconds, op, seed, mine)
@@ -415,9 +422,7 @@ async def _bench(args: argparse.Namespace, agents: list[AgentProcess], etcd: lis
             op = mesh_ops["put_quorum"]
             mine, other, ratios = await _paired((ours, op), (base, op), args.seconds, args.rounds, args.seed)
             other.record(metrics, "vs_code_put_quorum")
-            metrics["put_quorum_vs_code"] = round(mine.rate / other.rate, 3) if other.rate else math.nan
-            metrics["put_quorum_vs_code_min"] = round(min(ratios), 3) if ratios else math.nan
-            metrics["put_quorum_vs_code_max"] = round(max(ratios), 3) if ratios else math.nan
+            _record_ratio(metrics, "put_quorum_vs_code", mine, other, ratios)
             if mine.ops and other.ops:
                 metrics["put_quorum_cpu_vs_code"] = round(
                     (mine.server_cpu_s / mine.ops) / (other.server_cpu_s / other.ops), 3)

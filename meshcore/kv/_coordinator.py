@@ -139,17 +139,8 @@ class Coordinator:
             self.stats.writes_failed += 1
             return rid, [Completed(rid, error=err, stamp=stamp)]
         self._writes[rid] = req
-        effects: list[KvEffect] = []
         msg = Write(request_id=rid, coordinator=self._me, namespace=ns.name, key=k, stamp=stamp, value=value)
-        data = b""  # the same bytes go to every home replica: encoded once
-        to_me = False
-        for n in alive_home:
-            if n == self._me and self.local is not None:
-                to_me = True
-                continue
-            if not data:
-                data = encode_kv(msg)
-            effects.append(Send(n, data))
+        effects, to_me = self._fan_out(alive_home, msg)
         for target, holder in stand_ins.items():
             effects.append(Send(holder, encode_kv(Write(request_id=rid, coordinator=self._me, namespace=ns.name,
                                                         key=k, stamp=stamp, value=value, hint_for=target))))
@@ -158,6 +149,15 @@ class Coordinator:
             assert self.local is not None
             effects += self.local(now, msg)
         return rid, effects
+
+    def _fan_out(self, nodes: list[bytes], msg: KvMessage) -> tuple[list[KvEffect], bool]:
+        """`Send`s of `msg` to `nodes` (encoded once: the same bytes for all), and whether
+        this node is among them, to be handed the message directly by the caller once
+        its request is registered."""
+        to_me = self.local is not None and self._me in nodes
+        others = [n for n in nodes if not (to_me and n == self._me)]
+        data = encode_kv(msg) if others else b""
+        return [Send(n, data) for n in others], to_me
 
     def on_write_ack(self, now: float, ack: WriteAck) -> list[KvEffect]:
         req = self._writes.get(ack.request_id)
@@ -215,12 +215,11 @@ class Coordinator:
                 f"{lv.value} read of {ns.name!r} needs {need} home replicas, only {len(asked)} alive"))]
         self._reads[rid] = _ReadReq(lv, ns.replicas, ns.name, k, set(asked))
         msg = Read(request_id=rid, coordinator=self._me, namespace=ns.name, key=k)
-        local = self.local if self._me in asked else None
-        data = encode_kv(msg) if len(asked) > (local is not None) else b""
-        effects: list[KvEffect] = [Send(n, data) for n in asked if n != self._me or local is None]
+        effects, to_me = self._fan_out(asked, msg)
         effects.append(SetTimer(now + self._config.request_timeout_s, KvTimer("request", rid)))
-        if local is not None:
-            effects += local(now, msg)
+        if to_me:
+            assert self.local is not None
+            effects += self.local(now, msg)
         return rid, effects
 
     def on_read_reply(self, now: float, reply: ReadReply) -> list[KvEffect]:

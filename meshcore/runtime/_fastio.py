@@ -25,9 +25,24 @@ import os
 
 import trio
 
-__all__ = ["StreamIO"]
+__all__ = ["StreamIO", "acquire"]
 
 _READS_PER_YIELD = 8
+
+
+async def acquire(lock: trio.Lock | trio.StrictFIFOLock | trio.Semaphore) -> None:
+    """Take `lock`, waiting (in FIFO order) only if it is held or has waiters: on a hot
+    path an uncontended lock then costs no reschedule. Still a cancellation point."""
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        await lock.acquire()
+    else:
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            lock.release()
+            raise
 
 
 class StreamIO:

@@ -36,7 +36,7 @@ from ..security import (
     LinkSecurity,
     RateLimiter,
 )
-from ._fastio import StreamIO
+from ._fastio import StreamIO, acquire
 
 __all__ = [
     "SecureLink",
@@ -76,21 +76,6 @@ class _Reader:
         return await self.read_exactly(n)
 
 
-async def _acquire(lock: trio.Lock | trio.StrictFIFOLock) -> None:
-    """Take `lock`, waiting (in FIFO order) only if it is held or has waiters: an
-    uncontended link pays no reschedule for it. Still a cancellation point."""
-    try:
-        lock.acquire_nowait()
-    except trio.WouldBlock:
-        await lock.acquire()
-    else:
-        try:
-            await trio.lowlevel.checkpoint_if_cancelled()
-        except BaseException:
-            lock.release()
-            raise
-
-
 class SecureLink:
     """An authenticated, encrypted message stream to one certified peer."""
 
@@ -122,7 +107,7 @@ class SecureLink:
 
     async def send_message(self, data: bytes) -> None:
         lock = self._send_lock
-        await _acquire(lock)
+        await acquire(lock)
         try:
             frame = self._encoder.seal(data, trio.current_time())
             await self._io.send_all(frame)
@@ -134,7 +119,7 @@ class SecureLink:
         """The next message. Raises `trio.EndOfChannel` when the peer closed cleanly
         between messages, `FrameError` (a RemoteProtocolError) on a bad frame."""
         guard = self._receive_guard
-        await _acquire(guard)
+        await acquire(guard)
         try:
             decoder = self._decoder
             while True:

@@ -43,6 +43,7 @@ import trio
 from ..errors import DecodeError, LocalProtocolError, NamespaceError, RecordError, StorageError
 from ..kv import Namespace, Record, Stamp, TombstoneAck, decode_namespace, encode_namespace
 from ..kv import as_key as _as_key
+from ._fastio import acquire
 
 __all__ = [
     "PUT_RECORDS_MAX",
@@ -198,7 +199,7 @@ class _Writer:
         if self.dead is not None and isinstance(op, _Op):
             # The thread may have drained the queue just before this put: answer here.
             op.result, op.error = None, self.dead
-            self._tell(op)
+            self._tell_all([op])
 
     def _take_batch(self, first: _Op) -> tuple[list[_Op], bool]:
         batch, size = [first], first.size_bytes
@@ -246,9 +247,6 @@ class _Writer:
             self.counters.batch_writes_max = max(self.counters.batch_writes_max, len(batch))
         return True
 
-    def _tell(self, op: _Op) -> None:
-        self._tell_all([op])
-
     def _tell_all(self, batch: list[_Op]) -> None:
         # One wake-up of the trio thread per group commit, not one per write.
         try:
@@ -277,7 +275,8 @@ class _Writer:
             while True:
                 for op in batch:
                     op.result, op.error = None, dead
-                    self._tell(op)
+                if batch:
+                    self._tell_all(batch)
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -330,10 +329,7 @@ class Store:
     async def _write(self, apply: Callable[[sqlite3.Connection], Any], size_bytes: int = 0) -> Any:
         self._check_open()
         pending = self._pending
-        try:
-            pending.acquire_nowait()  # the common case: no schedule point spent here
-        except trio.WouldBlock:
-            await pending.acquire()
+        await acquire(pending)  # the common case: no schedule point spent here
         try:
             self._check_open()
             event = trio.Event()
