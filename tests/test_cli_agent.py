@@ -92,3 +92,37 @@ def test_a_second_sigterm_during_the_leave_still_ends_in_a_clean_exit(
         b.proc.send_signal(signal.SIGTERM)
         time.sleep(0.02)
     assert b.proc.wait(WAIT_S) == 0
+
+
+def test_an_agent_process_can_run_the_meshcore_package_of_another_checkout(tmp_path: Path) -> None:
+    # The kv benchmark's --vs-code: the child must import `code`'s meshcore, not ours.
+    other = tmp_path / "checkout"
+    (other / "meshcore" / "cli").mkdir(parents=True)
+    (other / "meshcore" / "__init__.py").write_text("")
+    (other / "meshcore" / "cli" / "__init__.py").write_text("")
+    (other / "meshcore" / "cli" / "__main__.py").write_text(
+        "import time\nprint('meshcore agent other listening on 127.0.0.1:4242 control=/x', flush=True)\n"
+        "time.sleep(60)\n")
+    agent = AgentProcess("other", tmp_path, code=other)
+    try:
+        assert agent.start(timeout_s=20.0) == ("127.0.0.1", 4242)
+    finally:
+        agent.kill()
+
+
+def test_the_agent_tunes_the_collector_and_the_gil_switch_interval() -> None:
+    import gc
+    import sys
+
+    from meshcore.cli._agent import GC_YOUNG_THRESHOLD, GIL_SWITCH_INTERVAL_S, _tune_runtime
+
+    threshold, interval = gc.get_threshold(), sys.getswitchinterval()
+    try:
+        _tune_runtime()
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD == 20_000
+        assert GIL_SWITCH_INTERVAL_S == 0.05 and abs(sys.getswitchinterval() - 0.05) < 1e-9
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+        sys.setswitchinterval(interval)
