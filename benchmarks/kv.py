@@ -21,7 +21,9 @@ Phases (each `--seconds` long, same clients): put then get at each consistency l
 `--vs etcd`: a 3-member etcd cluster (/usr/bin/etcd, fsync on) on loopback, up at the same
 time as the agents and driven by the same number of clients, each a persistent HTTP/1.1
 keep-alive connection to one member's JSON gateway (/v3/kv/put, /v3/kv/range with base64
-keys), round-robin over the members. etcd puts are always raft-quorum writes (compared with
+keys), round-robin over the members. The members talk to each other over TLS
+(`--peer-auto-tls`, certificates they make at start), as our agents talk only over
+encrypted links; `--etcd-peers plain` runs them in the clear. etcd puts are always raft-quorum writes (compared with
 our `quorum`); a linearizable range is its quorum read, a serializable range its `one` read.
 The three compared phases are interleaved: `--rounds` slices of `--seconds / --rounds`
 each, alternating which system goes first (ABBA), so that a change in the speed of this
@@ -79,6 +81,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lag-writes", type=int, default=300)
     p.add_argument("--fault-writes", type=int, default=300)
     p.add_argument("--vs", choices=["etcd"], help="also measure a 3-member etcd cluster")
+    p.add_argument("--etcd-peers", choices=("tls", "plain"), default="tls",
+                   help="etcd member-to-member links: TLS (like our encrypted links; the default) or plain")
     p.add_argument("--vs-code", type=Path, metavar="DIR",
                    help="also run --nodes agents from the meshcore package in DIR (another checkout, "
                         "e.g. `git worktree add DIR COMMIT`) and interleave its quorum puts with ours")
@@ -528,22 +532,26 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _start_etcd(work: Path, procs: list[subprocess.Popen[bytes]]) -> list[int]:
-    """Start 3 etcd members into `procs` (the caller kills them); returns client ports."""
+def _start_etcd(work: Path, procs: list[subprocess.Popen[bytes]], peers: str = "tls") -> list[int]:
+    """Start 3 etcd members into `procs` (the caller kills them); returns client ports.
+    `peers="tls"`: the members talk over TLS with certificates they generate at start
+    (`--peer-auto-tls`), as our agents talk only over encrypted links."""
     binary = shutil.which("etcd")
     if binary is None:
         raise SystemExit("--vs etcd needs the etcd binary (Debian package etcd-server)")
     ports = _free_ports(6)
     client, peer = ports[:3], ports[3:]
-    cluster = ",".join(f"e{i}=http://127.0.0.1:{peer[i]}" for i in range(3))
+    scheme = "https" if peers == "tls" else "http"
+    cluster = ",".join(f"e{i}={scheme}://127.0.0.1:{peer[i]}" for i in range(3))
     for i in range(3):
         argv = [binary, "--name", f"e{i}", "--data-dir", str(work / f"etcd{i}"),
                 "--listen-client-urls", f"http://127.0.0.1:{client[i]}",
                 "--advertise-client-urls", f"http://127.0.0.1:{client[i]}",
-                "--listen-peer-urls", f"http://127.0.0.1:{peer[i]}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer[i]}",
+                "--listen-peer-urls", f"{scheme}://127.0.0.1:{peer[i]}",
+                "--initial-advertise-peer-urls", f"{scheme}://127.0.0.1:{peer[i]}",
                 "--initial-cluster", cluster, "--initial-cluster-state", "new",
-                "--initial-cluster-token", "bench", "--logger", "zap", "--log-level", "error"]
+                "--initial-cluster-token", "bench", "--logger", "zap", "--log-level", "error",
+                *(["--peer-auto-tls"] if peers == "tls" else [])]
         log = open(work / f"etcd{i}.log", "wb")  # noqa: SIM115 - lives as long as the process
         procs.append(subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL))
     return client
@@ -577,7 +585,7 @@ def run(args: argparse.Namespace) -> None:
         base_agents: list[AgentProcess] = []
         etcd: list[subprocess.Popen[bytes]] = []
         try:
-            etcd_ports = _start_etcd(work, etcd) if args.vs == "etcd" else []
+            etcd_ports = _start_etcd(work, etcd, args.etcd_peers) if args.vs == "etcd" else []
             _start_agents(args, work, agents)
             if args.vs_code is not None:
                 _start_agents(args, work / "vs-code", base_agents, code=args.vs_code.resolve())
@@ -603,6 +611,7 @@ def run(args: argparse.Namespace) -> None:
         "get_p99_ms": metrics.get("get_quorum_p99_ms"),
     }
     params = {"nodes": args.nodes, "replicas": args.replicas, "profile": args.profile, "sync": args.sync, "clients": args.clients, "seconds": args.seconds,
-              "keys": args.keys, "value_bytes": args.value_bytes, "vs": args.vs or "none", "rounds": args.rounds,
+              "keys": args.keys, "value_bytes": args.value_bytes, "vs": args.vs or "none",
+              "etcd_peers": args.etcd_peers if args.vs else "none", "rounds": args.rounds,
               "vs_code": str(args.vs_code) if args.vs_code else "none"}
     emit("kv", params, {**summary, **metrics}, args.json)
