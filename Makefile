@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m meshcore.demo
 
-test: $(STAMP)
+test: lint typecheck
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

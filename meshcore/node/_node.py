@@ -14,6 +14,7 @@ and these calls never await, so they cannot interleave with the driver's changes
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -256,7 +257,7 @@ class Node:
             if self._left:
                 continue
             for payload in security.revocation_payloads():
-                await self._driver.call(lambda now, p=payload: self._core.broadcast(now, p))
+                await self._driver.call(functools.partial(self._core.broadcast, payload=payload))
 
     def statistics_alive(self) -> int:
         return sum(1 for m in self._core.members() if m.status == 0)
@@ -414,7 +415,7 @@ async def open_node(
     router = EventRouter(publish=kv_tap.publish, security=security, ws=ws, self_id=node_id)
     try:
         meta = config.meta()
-        if ws is not None and config.ws_bind is not None and config.ws_bind[1] != 0:  # type: ignore[index]
+        if ws is not None and config.ws_bind is not None and config.ws_bind[1] != 0:
             meta = _meta_with_ws(config, _ws_advertised(config, config.ws_bind))  # type: ignore[arg-type]
         core = Swim(
             config=swim_config,

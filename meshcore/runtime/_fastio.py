@@ -86,7 +86,7 @@ class StreamIO:
         finally:
             self._sending = False
 
-    async def receive_some(self, max_bytes: int) -> bytes:
+    async def receive_some(self, max_bytes: int) -> bytes | bytearray:
         if self._socket is None:
             return await self.stream.receive_some(max_bytes)
         if self._receiving:

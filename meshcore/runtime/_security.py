@@ -146,7 +146,7 @@ class MeshSecurity:
         self.verifier.add_certificate(credentials.certificate)
         self.link = credentials.link_security(drops=self.drops)
         self.cert_bytes = self.link.certificate_bytes
-        self.node_id: NodeId = credentials.key.node_id  # type: ignore[assignment]
+        self.node_id: NodeId = credentials.key.node_id
         self._store = revocation_store
         self._admitted: OrderedDict[bytes, Certificate] = OrderedDict()
         self._refused: OrderedDict[bytes, str] = OrderedDict()

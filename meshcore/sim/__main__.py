@@ -8,6 +8,7 @@ long; safety checkers run on every step. The same arguments always print the sam
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from . import NetConfig, SafetyViolation, World
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     d = args.duration_s
     for j in range(args.kill):
         victim = args.nodes - 1 - j
-        w.at(d * 0.2 + j * d * 0.5 / max(1, args.kill), lambda v=victim: w.crash(v))
+        w.at(d * 0.2 + j * d * 0.5 / max(1, args.kill), functools.partial(w.crash, victim))
     w.at(d * 0.6, lambda: w.restart(args.nodes - 1) if not w.nodes[args.nodes - 1].running else None)
     w.at(d * 0.3, lambda: w.stall(1, 3.0))
     if args.partition_s > 0:

@@ -36,6 +36,7 @@ import struct
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .._types import Addr, NodeId
 from ..security import (
@@ -91,7 +92,7 @@ class _Node:
         self.epoch = 0
         self.running = False
         self.stalled_until = -1.0
-        self.pending: list[tuple] = []
+        self.pending: list[tuple[Any, ...]] = []
         self.streams: dict[int, bool] = {}
         self.restarts = 0
         self.last_inc: dict[NodeId, int] = {}
@@ -128,10 +129,10 @@ class World:
         self.net = net or NetConfig()
         self.now = 0.0
         self.check = check
-        self._heap: list[tuple] = []
+        self._heap: list[tuple[Any, ...]] = []
         self._seq = 0
         self._trace = hashlib.sha256()
-        self._recent: deque[tuple] = deque(maxlen=40)
+        self._recent: deque[tuple[Any, ...]] = deque(maxlen=40)
         self.events_processed = 0
         self.datagrams_sent = 0
         self.datagram_bytes = 0
@@ -314,7 +315,7 @@ class World:
     def is_stalled(self, i: int) -> bool:
         return self.nodes[i].stalled_until > self.now
 
-    def do(self, i: int, call: Callable[[Swim, float], list]) -> None:
+    def do(self, i: int, call: Callable[[Swim, float], list[Any]]) -> None:
         """Call an API of node i's core now (e.g. `lambda s, now: s.broadcast(now, b"x")`)."""
         n = self.nodes[i]
         if n.running and n.swim is not None:
@@ -358,7 +359,7 @@ class World:
         self._trace.update(data)
         self._recent.append((self.now, _KIND_NAMES[kind], idx, data[:24].hex()))
 
-    def _step(self, ev: tuple) -> None:
+    def _step(self, ev: tuple[Any, ...]) -> None:
         t, _, kind, idx, epoch, a, b = ev
         self.events_processed += 1
         if kind == _CALL:
@@ -386,7 +387,7 @@ class World:
                 return
             self._handle(n, ev)
 
-    def _handle(self, n: _Node, ev: tuple) -> None:
+    def _handle(self, n: _Node, ev: tuple[Any, ...]) -> None:
         _, _, kind, idx, _, a, b = ev
         swim = n.swim
         assert swim is not None
@@ -440,7 +441,7 @@ class World:
             lat += self.net.stream_retransmit_s
         return lat
 
-    def _apply(self, n: _Node, now: float, effects: list) -> None:
+    def _apply(self, n: _Node, now: float, effects: list[Any]) -> None:
         idx = n.index
         for e in effects:
             t = type(e)

@@ -329,12 +329,12 @@ class Swim:
         if t is PushPull:
             self._drop("push_pull_datagram")
             return out
-        if msg.sender == self._id:  # type: ignore[union-attr]
+        if msg.sender == self._id:
             self._drop("own_sender")
             return out
         self._stale_claim = False
         self._apply_updates(now, msg.updates, out)  # type: ignore[union-attr]
-        sender_rec = self._table.get(msg.sender)  # type: ignore[union-attr]
+        sender_rec = self._table.get(msg.sender)
         if sender_rec is None:
             self._drop("unknown_sender")
             return out
@@ -352,7 +352,7 @@ class Swim:
             self._on_ping_req(now, src, msg, out)  # type: ignore[arg-type]
         elif t is Nack:
             probe = self._probe
-            if probe is not None and not probe.done and probe.seq == msg.seq:
+            if probe is not None and not probe.done and probe.seq == msg.seq:  # type: ignore[union-attr]
                 probe.nacks += 1
         return out
 

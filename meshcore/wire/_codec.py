@@ -153,7 +153,7 @@ def _dec_meta(v: Any) -> NodeMeta:
     name, site, region, roles, tags = _list(v, 5, "meta")
     roles_t = tuple(_list(roles, None, "roles"))
     tags_t = tuple(tuple(_list(t, 2, "tag")) for t in _list(tags, None, "tags"))
-    return NodeMeta(name=name, site=site, region=region, roles=roles_t, tags=tags_t)  # type: ignore[arg-type]
+    return NodeMeta(name=name, site=site, region=region, roles=roles_t, tags=tags_t)
 
 
 def _dec_addr(v: Any) -> tuple[str, int]:
