@@ -82,7 +82,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from ..wire import DATAGRAM_PAYLOAD_BYTES_MAX
+from ..wire import DATAGRAM_PAYLOAD_BYTES_MAX, RECENT_USER_MAX
 
 __all__ = ["SwimConfig", "PROFILES", "retransmit_limit", "push_pull_scale_s"]
 
@@ -157,6 +157,15 @@ class SwimConfig:
     death_notices: bool = True
     death_notices_max: int = 16
     budget_alive_only: bool = True
+    #: Push-pull also carries the last `user_recent_max` user broadcasts this node sent or
+    #: got by gossip (0: off), if younger than `user_recent_s`, so that a member that missed
+    #: one on the gossip path gets it at a later exchange (Serf carries its recent user
+    #: events the same way; memberlist has none). A member delivers such a broadcast once,
+    #: like any other, and does not pass it on. The window spans a few push-pull intervals
+    #: (60 s, x4 at 200 nodes, x6 at 1,000); the count bounds what an exchange carries
+    #: (64 x 1 KiB payloads at most).
+    user_recent_max: int = 64
+    user_recent_s: float = 600.0
     defer_late_timers: bool = True
     proof_of_life: bool = True
     last_look: bool = True
@@ -188,6 +197,8 @@ class SwimConfig:
             raise ConfigError("probe_timeout_s must not exceed probe_interval_s")
         if self.awareness_max < 1:
             raise ConfigError("awareness_max must be >= 1 (1 disables local health)")
+        if type(self.user_recent_max) is not int or self.user_recent_max > RECENT_USER_MAX:
+            raise ConfigError(f"user_recent_max must be an int in [0, {RECENT_USER_MAX}]")
         if self.packet_bytes_max > DATAGRAM_PAYLOAD_BYTES_MAX or self.packet_bytes_max < 256:
             raise ConfigError(f"packet_bytes_max must be in [256, {DATAGRAM_PAYLOAD_BYTES_MAX}]")
 
@@ -212,7 +223,7 @@ _MEMBERLIST_ONLY = dict(
     urgent_first=False, eager_suspect_probe=False, tell_dead_senders=False,
     reconnect_per_s=0.0, defer_late_timers=False, proof_of_life=False, last_look=False,
     refused_suspicion_s=0.0, push_pull_checksum_first=False, death_notices=False,
-    budget_alive_only=False,
+    budget_alive_only=False, user_recent_max=0,
 )
 
 PROFILES: dict[str, dict[str, Any]] = {

@@ -7,7 +7,8 @@ ignored. Anything wrong coming from the network is counted in `statistics().drop
 otherwise ignored; only local misuse raises.
 
 Limits: datagrams never exceed `config.packet_bytes_max`; the piggyback queue, the table of
-seen user messages and the pending indirect probes are bounded (see `SwimConfig`).
+seen user messages, the recent broadcasts a push-pull carries and the pending indirect
+probes are bounded (see `SwimConfig`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from ..wire import (
     alive_signing_bytes,
     dead_signing_bytes,
     decode,
+    decode_recent_users,
     encode,
+    encode_recent_users,
     encode_update,
 )
 from ..wire._messages import UPDATES_MAX
@@ -99,6 +102,8 @@ class SwimStatistics:
     push_pulls: int
     late_timers: int
     last_looks: int
+    #: User broadcasts first delivered from a push-pull's recent ones (missed by gossip).
+    broadcasts_repaired: int
     local_health: int
     members_alive: int
     members_suspect: int
@@ -194,7 +199,16 @@ class Swim:
         self._by_addr: dict[Addr, NodeId] = {}
         self._expelled: set[NodeId] = set()
         self._user_seen: dict[tuple[NodeId, int], None] = {}
-        self._user_seq = 0
+        # Members remember (origin, seq) of the broadcasts they delivered. A restarted node
+        # must not reuse the numbers of its previous run (they would be taken for copies and
+        # dropped), so each run starts at a random point of a 62-bit space.
+        self._user_seq = rng.getrandbits(62)
+        # (when, message) of the broadcasts sent or gossiped to us lately: push-pull carries
+        # them (see SwimConfig.user_recent_max). A node that joins through seeds takes the
+        # recent broadcasts of its first exchange as sent before it joined: seen, not
+        # delivered (`start`).
+        self._user_recent: deque[tuple[float, UserMsg]] = deque(maxlen=max(1, config.user_recent_max))
+        self._user_synced = True
         self._seq = 0
         self._token = 0
         self._n_live = 1
@@ -205,12 +219,13 @@ class Swim:
         self._heard: dict[NodeId, float] = {}  # last datagram from a suspect member
         self._stale_claim = False  # the message being handled holds an outdated claim about us
         self._gossip_ack = encode(Ack(seq=GOSSIP_SEQ, sender=node_id))  # empty: updates go after it
-        self._state_cache: dict[tuple[bool, bool], tuple[int, bytes]] = {}
+        self._state_cache: dict[tuple[bool, bool], tuple[int, bytes, bytes]] = {}
         self._state_items: dict[NodeId, tuple[tuple[object, ...], bytes]] = {}
         self._c: dict[str, int] = dict.fromkeys(
             ("msgs_in", "msgs_out", "bytes_in", "bytes_out", "streams_out", "probes",
              "probes_failed", "indirect_probes", "stream_probes_ok", "suspicions",
-             "refutations", "deaths_declared", "push_pulls", "late_timers", "last_looks"), 0)
+             "refutations", "deaths_declared", "push_pulls", "late_timers", "last_looks",
+             "broadcasts_repaired"), 0)
         self._dropped: dict[str, int] = {}
 
     # --- properties and queries -------------------------------------------------------
@@ -286,8 +301,9 @@ class Swim:
             out.append(SetTimer(now + self._rng.uniform(0, first), Timer(_PUSH_PULL)))
         if cfg.reconnect_per_s > 0:
             out.append(SetTimer(now + self._rng.uniform(0, self._reconnect_interval_s()), Timer(_RECONNECT)))
+        self._user_synced = not self._seeds
         for seed in self._seeds:
-            self._push_pull(seed, join=True, out=out)
+            self._push_pull(now, seed, join=True, out=out)
         return out
 
     def preload(self, now: float, states: Sequence[MemberState]) -> list[Effect]:
@@ -377,15 +393,16 @@ class Swim:
                 self._drop("own_sender")
                 return None, out
             self._c["push_pulls"] += 1
+            self._take_recent(msg.user_state, out)
             if not msg.states and msg.checksum and not msg.join:
                 # A checksum-only opening: answer with our checksum when the views agree,
                 # with our whole state otherwise (the opener then pushes its own if needed).
                 if msg.checksum == self._checksum_bytes():
                     return encode(PushPull(sender=self._id, join=False, reply=True,
-                                           checksum=msg.checksum)), out
-                return self._encode_state(join=False, reply=True), out
+                                           checksum=msg.checksum, user_state=self._recent_users(now))), out
+                return self._encode_state(now, join=False, reply=True), out
             self._merge(now, msg, out)
-            return self._encode_state(join=False, reply=True), out
+            return self._encode_state(now, join=False, reply=True), out
         self._drop("bad_stream_request")
         return None, out
 
@@ -410,10 +427,11 @@ class Swim:
                 self._c["stream_probes_ok"] += 1
         elif kind == "knock" and type(msg) is Ack:
             if knock_addr is not None and not self._left:
-                self._push_pull(knock_addr, join=False, out=out)
+                self._push_pull(now, knock_addr, join=False, out=out)
                 self._heat(now, out)
         elif kind == "push_pull" and type(msg) is PushPull and msg.reply:
             self._c["push_pulls"] += 1
+            self._take_recent(msg.user_state, out)
             if msg.states:
                 self._merge(now, msg, out)
                 # The peer sent its state because ours differed; if it still differs, it
@@ -424,7 +442,7 @@ class Swim:
                         and msg.checksum != self._checksum_bytes()):
                     rec = self._table.get(msg.sender)
                     if rec is not None and rec.status in _LIVE:
-                        self._push_pull(rec.addr, join=False, out=out, leg=1)
+                        self._push_pull(now, rec.addr, join=False, out=out, leg=1)
         else:
             self._drop("bad_stream_reply")
         return out
@@ -497,6 +515,7 @@ class Swim:
         except ValueError as exc:
             raise LocalProtocolError(f"cannot broadcast: {exc}") from None
         self._remember_user((self._id, self._user_seq))
+        self._note_recent(now, msg)
         out: list[Effect] = []
         self._enqueue(now, ("u", self._id, self._user_seq), encode_update(msg), False, out)
         return out
@@ -588,6 +607,38 @@ class Swim:
         seen[key] = None
         if len(seen) > self._config.user_seen_max:
             del seen[next(iter(seen))]
+
+    def _note_recent(self, now: float, msg: UserMsg) -> None:
+        if self._config.user_recent_max:
+            self._user_recent.append((now, msg))
+
+    def _recent_users(self, now: float) -> bytes:
+        """The `user_state` of our next PushPull: the recent broadcasts still in the window."""
+        recent, horizon = self._user_recent, now - self._config.user_recent_s
+        while recent and recent[0][0] < horizon:
+            recent.popleft()
+        return encode_recent_users([m for _, m in recent]) if self._config.user_recent_max else b""
+
+    def _take_recent(self, user_state: bytes, out: list[Effect]) -> None:
+        """Deliver the broadcasts of a peer's PushPull that we have not seen. They are not
+        gossiped on nor kept as our own recent ones: each member repairs itself from the
+        members that got a broadcast by gossip, and a broadcast cannot circulate forever."""
+        if not self._config.user_recent_max:
+            return
+        try:
+            msgs = decode_recent_users(user_state)
+        except DecodeError:
+            self._drop("recent_users")
+            return
+        deliver, self._user_synced = self._user_synced, True
+        for u in msgs:
+            key = (u.origin, u.seq)
+            if key in self._user_seen or u.origin == self._id:
+                continue
+            self._remember_user(key)
+            if deliver:
+                self._c["broadcasts_repaired"] += 1
+                out.append(UserBroadcast(u.origin, u.payload))
 
     def _sign_self(self) -> None:
         alive = Alive(node=self._id, incarnation=self._inc, addr=self._addr, meta=self._meta,
@@ -846,6 +897,7 @@ class Swim:
         if key in self._user_seen or u.origin == self._id:
             return
         self._remember_user(key)
+        self._note_recent(now, u)
         out.append(UserBroadcast(u.origin, u.payload))
         self._enqueue(now, ("u", u.origin, u.seq), encode_update(u), False, out)
 
@@ -1053,12 +1105,13 @@ class Swim:
             self._gossip_armed = True
             out.append(SetTimer(now + cfg.gossip_interval_s, Timer(_GOSSIP)))
 
-    def _encode_state(self, *, join: bool, reply: bool) -> bytes:
-        """Our full state as a PushPull; cached until the table changes."""
+    def _encode_state(self, now: float, *, join: bool, reply: bool) -> bytes:
+        """Our full state as a PushPull; cached until the table or the recent broadcasts change."""
         version = self._table.version
+        recent = self._recent_users(now)
         cached = self._state_cache.get((join, reply))
-        if cached is not None and cached[0] == version:
-            return cached[1]
+        if cached is not None and cached[0] == version and cached[1] == recent:
+            return cached[2]
         # One encoded item per member, re-encoded only when the member changed (with 1,000
         # members a full encode is ~20 ms; push-pulls and reconnects would dominate).
         old_items = self._state_items
@@ -1074,16 +1127,16 @@ class Swim:
             items[r.node] = hit
         self._state_items = items
         body = encode_push_pull(sender=self._id, join=join, reply=reply,
-                                state_items=[item for _, item in items.values()],
+                                state_items=[item for _, item in items.values()], user_state=recent,
                                 checksum=self._checksum_bytes() if self._config.push_pull_checksum_first else b"")
-        self._state_cache[(join, reply)] = (version, body)
+        self._state_cache[(join, reply)] = (version, recent, body)
         return body
 
-    def _push_pull(self, addr: Addr, *, join: bool, out: list[Effect], leg: int = 0) -> None:
+    def _push_pull(self, now: float, addr: Addr, *, join: bool, out: list[Effect], leg: int = 0) -> None:
         token = self._next_token()
         self._streams[token] = ("push_pull", leg)
         self._c["streams_out"] += 1
-        out.append(SendStream(addr, self._encode_state(join=join, reply=False), token,
+        out.append(SendStream(addr, self._encode_state(now, join=join, reply=False), token,
                               self._config.stream_timeout_s))
 
     def _periodic_push_pull(self, now: float, out: list[Effect]) -> None:
@@ -1095,19 +1148,20 @@ class Swim:
         peers = self._random_live(1, None)
         if peers:
             if cfg.push_pull_checksum_first:
-                self._push_pull_checksum(peers[0].addr, out)
+                self._push_pull_checksum(now, peers[0].addr, out)
             else:
-                self._push_pull(peers[0].addr, join=False, out=out)
+                self._push_pull(now, peers[0].addr, join=False, out=out)
 
     def _checksum_bytes(self) -> bytes:
         return bytes.fromhex(self.checksum())[:32]
 
-    def _push_pull_checksum(self, addr: Addr, out: list[Effect]) -> None:
+    def _push_pull_checksum(self, now: float, addr: Addr, out: list[Effect]) -> None:
         """Open a periodic exchange with our checksum only; see `on_stream_request`."""
         token = self._next_token()
         self._streams[token] = ("push_pull", 0)
         self._c["streams_out"] += 1
-        data = encode(PushPull(sender=self._id, join=False, reply=False, checksum=self._checksum_bytes()))
+        data = encode(PushPull(sender=self._id, join=False, reply=False, checksum=self._checksum_bytes(),
+                               user_state=self._recent_users(now)))
         out.append(SendStream(addr, data, token, self._config.stream_timeout_s))
 
     def _revived(self, now: float, out: list[Effect]) -> None:
@@ -1224,7 +1278,7 @@ class Swim:
         if self._left:
             return
         if self._seeds and all(self._status_by_addr(s) not in _LIVE for s in self._seeds):
-            self._push_pull(self._seeds[self._rng.randrange(len(self._seeds))], join=False, out=out)
+            self._push_pull(now, self._seeds[self._rng.randrange(len(self._seeds))], join=False, out=out)
             return
         recent = [n for n, t in self._dead.items() if now - t <= cfg.reconnect_window_s]
         if hot and (not recent or self._rng.random() < 0.5):
@@ -1232,7 +1286,7 @@ class Swim:
             # own contacts across the healed cut brought (cheap when the views agree).
             peers = self._random_live(1, None)
             if peers:
-                self._push_pull_checksum(peers[0].addr, out)
+                self._push_pull_checksum(now, peers[0].addr, out)
                 return
         if recent:
             rec = self._table.get(recent[self._rng.randrange(len(recent))])

@@ -8,13 +8,13 @@ or trailing bytes all raise `DecodeError` — the only exception `decode` raises
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cbor2
 
 from ..errors import DecodeError
-from ._envelope import decode_envelope
+from ._envelope import decode_envelope, loads_strict
 from ._messages import (
     Ack,
     Alive,
@@ -42,6 +42,9 @@ __all__ = [
     "decode",
     "encode_update",
     "update_size",
+    "RECENT_USER_MAX",
+    "encode_recent_users",
+    "decode_recent_users",
     "alive_signing_bytes",
     "dead_signing_bytes",
 ]
@@ -55,6 +58,9 @@ SEAL_OVERHEAD_BYTES_MAX = 32
 DATAGRAM_PAYLOAD_BYTES_MAX = DATAGRAM_BYTES_MAX - SEAL_OVERHEAD_BYTES_MAX
 #: Largest single stream message (push-pull of ~20,000 members).
 STREAM_MESSAGE_BYTES_MAX = 8 * 1024 * 1024
+
+#: At most this many recent user broadcasts ride in one PushPull (its `user_state`).
+RECENT_USER_MAX = 256
 
 _PING, _PING_REQ, _ACK, _NACK, _PUSH_PULL = 1, 2, 3, 4, 5
 _ALIVE, _SUSPECT, _DEAD, _USER = 1, 2, 3, 4
@@ -122,6 +128,16 @@ def encode_update(u: Update) -> bytes:
     return cbor2.dumps(_update_list(u))
 
 
+def encode_recent_users(msgs: Sequence[UserMsg]) -> bytes:
+    """A PushPull's `user_state`: recent user broadcasts, each as its piggyback update
+    (b"" for none). A member that missed one on the gossip path gets it this way."""
+    if not msgs:
+        return b""
+    if len(msgs) > RECENT_USER_MAX:
+        raise ValueError(f"at most {RECENT_USER_MAX} recent broadcasts per PushPull")
+    return cbor2.dumps([_update_list(m) for m in msgs])
+
+
 def update_size(u: Update) -> int:
     """Bytes the update adds to a message (its CBOR item; array headers aside)."""
     return len(cbor2.dumps(_update_list(u)))
@@ -178,6 +194,27 @@ def _dec_update(v: Any) -> Update:
     if kind == _USER and len(items) == 4:
         return UserMsg(origin=items[1], seq=items[2], payload=items[3])
     raise DecodeError(f"unknown update kind {kind!r:.20} or wrong arity {len(items)}")
+
+
+def decode_recent_users(data: bytes) -> tuple[UserMsg, ...]:
+    """The broadcasts of a PushPull's `user_state`; `DecodeError` for anything else.
+    (A PushPull bounds `user_state` to 1 MiB before this runs.)"""
+    if data == b"":
+        return ()
+    items = _list(loads_strict(data, bytes_max=len(data), what="recent broadcasts"), None,
+                  "recent broadcasts")
+    if len(items) > RECENT_USER_MAX:
+        raise DecodeError(f"{len(items)} recent broadcasts (limit {RECENT_USER_MAX})")
+    out: list[UserMsg] = []
+    for v in items:
+        try:
+            u = _dec_update(v)
+        except (ValueError, TypeError) as exc:
+            raise DecodeError(f"recent broadcast: {exc}"[:200]) from None
+        if type(u) is not UserMsg:
+            raise DecodeError("recent broadcasts hold user messages only")
+        out.append(u)
+    return tuple(out)
 
 
 def _dec_updates(v: Any) -> tuple[Update, ...]:
