@@ -7,7 +7,13 @@ from collections import deque
 
 import pytest
 
-from meshcore.errors import ConsistencyError, NamespaceError, PlacementError, RecordError
+from meshcore.errors import (
+    ConsistencyError,
+    LocalProtocolError,
+    NamespaceError,
+    PlacementError,
+    RecordError,
+)
 from meshcore.kv import Namespace, Record, RingMember, Stamp
 from meshcore.kv._config import Consistency, KvConfig, acks_required
 from meshcore.kv._coordinator import write_satisfied
@@ -448,3 +454,81 @@ def test_a_coordinator_that_is_a_home_replica_reads_and_repairs_itself_locally()
     assert net.done[(a, rid)].record == new
     assert net.stores[a].get("any", b"k") == new  # read repair of its own copy
     assert all(to != frm for frm, to, _ in net.sent)
+
+
+# --- range hand-off --------------------------------------------------------------------------
+
+
+def _wall_stamp(net: Net, age_s: float = 1.0) -> Stamp:
+    return Stamp(int((net.now - age_s) * 1e6), 0, nid(9))
+
+
+def test_hand_off_copies_a_record_to_every_home_replica_with_its_own_stamp() -> None:
+    net = Net()
+    a, b = net.home("any", b"k")
+    old_owner = net.outsider("any", b"k")
+    rec = Record(b"k", b"v", _wall_stamp(net))
+    rid = net.call(old_owner, net.cores[old_owner].hand_off(net.now, "any", rec))
+    assert net.done[(old_owner, rid)].error is None
+    assert net.stores[a].get("any", b"k") == rec == net.stores[b].get("any", b"k")  # same stamp
+    stats = net.cores[old_owner].statistics()
+    assert (stats.handoffs_ok, stats.handoffs_failed, stats.writes_ok) == (1, 0, 0)
+    # A tombstone is handed off the same way.
+    tomb = Record(b"k", None, _wall_stamp(net, 0.5))
+    rid = net.call(old_owner, net.cores[old_owner].hand_off(net.now, "any", tomb))
+    assert net.done[(old_owner, rid)].error is None and net.stores[a].get("any", b"k") == tomb
+
+
+def test_hand_off_keeps_a_newer_version_on_the_home_replicas() -> None:
+    net = Net()
+    a, b = net.home("any", b"k")
+    c = net.outsider("any", b"k")
+    net.call(a, net.cores[a].put(net.now, "any", b"k", b"new", "all"))
+    stale = Record(b"k", b"stale", _wall_stamp(net, 30.0))
+    rid = net.call(c, net.cores[c].hand_off(net.now, "any", stale))
+    assert net.done[(c, rid)].error is None  # they hold something newer: safe to drop ours
+    assert net.stores[a].get("any", b"k").value == b"new" == net.stores[b].get("any", b"k").value
+
+
+def test_hand_off_fails_at_once_when_a_home_replica_is_down_and_sends_nothing() -> None:
+    net = Net()
+    a, b = net.home("any", b"k")
+    c = net.outsider("any", b"k")
+    net.mark_down(b)
+    sent = len(net.sent)
+    rid = net.call(c, net.cores[c].hand_off(net.now, "any", Record(b"k", b"v", _wall_stamp(net))))
+    err = net.done[(c, rid)].error
+    assert isinstance(err, ConsistencyError) and "down" in str(err)
+    assert len(net.sent) == sent and net.stores[a].get("any", b"k") is None
+
+
+def test_hand_off_of_a_version_older_than_the_hint_ttl_is_refused() -> None:
+    net = Net()
+    c = net.outsider("any", b"k")
+    ancient = Record(b"k", b"v", _wall_stamp(net, net.config.hint_ttl_s + 10))
+    rid = net.call(c, net.cores[c].hand_off(net.now, "any", ancient))
+    err = net.done[(c, rid)].error
+    assert isinstance(err, ConsistencyError) and "hand-off refused" in str(err) and "stale" in str(err)
+    assert all(net.stores[h].get("any", b"k") is None for h in net.home("any", b"k"))
+    assert net.cores[c].statistics().handoffs_failed == 1
+
+
+def test_a_home_replica_has_nothing_to_hand_off() -> None:
+    net = Net()
+    a, _ = net.home("any", b"k")
+    with pytest.raises(LocalProtocolError):
+        net.cores[a].hand_off(net.now, "any", Record(b"k", b"v", _wall_stamp(net)))
+    assert net.cores[a].is_home("any", b"k")
+
+
+def test_removing_a_member_gives_its_keys_new_home_replicas() -> None:
+    net = Net()
+    keys = [b"k%d" % i for i in range(200)]
+    core = net.cores[nid(0)]
+    before = {k: net.home("any", k) for k in keys}
+    gone = nid(5)
+    core.remove_member(gone)
+    after = {k: net.home("any", k) for k in keys}
+    assert all(gone not in h for h in after.values())
+    moved = [k for k in keys if before[k] != after[k]]
+    assert moved and all(gone in before[k] for k in moved)  # only the leaver's keys move

@@ -22,7 +22,8 @@ from meshcore.runtime._kv import KvServiceConfig
 LIMIT_S = 60.0
 FAST = KvServiceConfig(core=KvConfig(request_timeout_s=1.0, tick_s=0.2, hint_retry_s=0.3),
                        connect_timeout_s=2.0, reconnect_backoff_s=0.1, ae_interval_s=3600.0,
-                       synchronous="normal")
+                       synchronous="normal", handoff_settle_s=0.2, handoff_interval_s=0.5,
+                       left_reclaim_s=0.5)
 
 
 class KvMesh:
@@ -361,3 +362,116 @@ async def test_the_default_kv_port_falls_back_to_a_free_one_but_an_asked_for_por
         await listen_kv(_Listener(busy={7001}), "127.0.0.1", 7001, 7000)  # asked for: a clear error
     edge = _Listener(set())
     assert await listen_kv(edge, "127.0.0.1", None, 65535) == [0] and edge.asked == [0]  # no port 65536
+
+
+# --- ring changes: a node joins, a node leaves ---------------------------------------------------
+
+
+async def _holders(mesh: KvMesh, ns: str, key: bytes) -> set[str]:
+    """The nodes whose store holds a copy of `key` (a value or a tombstone)."""
+    return {name for name, n in mesh.nodes.items() if await n.kv.service._store.get(ns, key) is not None}
+
+
+def _home(mesh: KvMesh, observer: str, ns: str, key: bytes) -> set[str]:
+    core = mesh.nodes[observer].kv.service.core
+    assert core is not None
+    names = {n.node_id: name for name, n in mesh.nodes.items()}
+    return {names.get(x, "?") for x in core.view.replicas(core.view.namespace(ns), key)}
+
+
+async def _wait_placed(mesh: KvMesh, observer: str, ns: str, keys: list[bytes]) -> None:
+    """Until every key is held by exactly its home replicas (in `observer`'s ring)."""
+    while True:
+        wrong = [k for k in keys if await _holders(mesh, ns, k) != _home(mesh, observer, ns, k)]
+        if not wrong:
+            return
+        await trio.sleep(0.1)
+
+
+async def _fill(mesh: KvMesh, ns: str, n: int = 60) -> list[bytes]:
+    """A namespace of 2 copies holding `n` keys k0..k<n> = v-k0..., written at `all` from a."""
+    a = mesh.nodes["a"]
+    await a.kv.create_namespace(ns, replicas=2)
+    await wait_for_namespace(mesh, ns)
+    keys = [b"k%d" % i for i in range(n)]
+    for k in keys:
+        await a.kv.put(ns, k, b"v-" + k, consistency="all")
+    return keys
+
+
+async def test_a_joining_node_gets_its_ranges_and_the_old_owners_drop_them_only_after(tmp_path: Path) -> None:
+    async with kv_mesh(tmp_path, ["a", "b", "c"]) as mesh:
+        a = mesh.nodes["a"]
+        keys = await _fill(mesh, "docs")
+        await a.kv.delete("docs", b"k0", consistency="all")  # tombstones change homes too
+        await mesh.start("d")
+        await mesh.settle()
+        await wait_for_namespace(mesh, "docs")
+        moved = [k for k in keys if "d" in _home(mesh, "a", "docs", k)]
+        assert moved  # about a third of the keys now have d as a home replica
+        await _wait_placed(mesh, "a", "docs", keys)
+        dropped = sum(n.kv.service.statistics()["handoff_dropped"] for n in mesh.nodes.values())
+        assert dropped >= len(moved)  # each moved key left the owner it displaced
+        d = mesh.nodes["d"]
+        for k in keys[1:]:
+            assert await d.kv.get("docs", k, consistency="all") == b"v-" + k
+        assert await d.kv.get("docs", b"k0", consistency="all") is None
+
+
+async def test_a_node_that_leaves_has_its_keys_copied_to_new_home_replicas(tmp_path: Path) -> None:
+    async with kv_mesh(tmp_path, ["a", "b", "c", "d"]) as mesh:
+        a = mesh.nodes["a"]
+        keys = await _fill(mesh, "keep")
+        d_id = mesh.nodes["d"].node_id
+        on_d = [k for k in keys if "d" in _home(mesh, "a", "keep", k)]
+        assert on_d
+        await mesh.nodes["d"].leave()
+        mesh.nodes.pop("d")
+        for name in "abc":  # every node takes d off its ring
+            while d_id in mesh.nodes[name].kv.service.core.view.ring:  # type: ignore[union-attr]
+                await trio.sleep(0.05)
+        await _wait_placed(mesh, "a", "keep", keys)  # two copies again, on a, b, c only
+        for k in on_d:
+            assert await a.kv.get("keep", k, consistency="all") == b"v-" + k
+
+
+async def test_a_leave_followed_by_a_return_within_the_grace_moves_nothing(tmp_path: Path) -> None:
+    # A restart is a graceful leave then a join: it must not send the node's ranges away.
+    async with kv_mesh(tmp_path, ["a", "b", "c"]) as mesh:
+        svc = mesh.nodes["a"].kv.service
+        core = svc.core
+        assert core is not None
+        c_id = mesh.nodes["c"].node_id
+        member = next(m for m in core.view.ring.members() if m.node == c_id)
+        addr = svc._peers[c_id].addr
+        svc.member_left(c_id)
+        assert c_id in svc._reclaim and not core.view.is_alive(c_id)
+        svc.member_up(c_id, addr, member.site, member.region)  # back (SWIM: alive again)
+        assert c_id not in svc._reclaim and c_id in core.view.ring
+        svc.member_left(c_id)  # and this time it stays away
+        while c_id in core.view.ring:
+            await trio.sleep(0.05)
+
+
+async def test_a_copy_too_old_to_hand_off_stays_until_a_home_replica_holds_as_new(tmp_path: Path) -> None:
+    # Versions older than the hint TTL are refused to any write (that is what keeps a
+    # purged delete from coming back): such a copy is dropped only once a read at `all`
+    # finds it, or something newer, on a home replica.
+    from meshcore.kv import Record, Stamp
+
+    async with kv_mesh(tmp_path, ["a", "b", "c", "d"]) as mesh:
+        a = mesh.nodes["a"]
+        await a.kv.create_namespace("old", replicas=2)
+        await wait_for_namespace(mesh, "old")
+        key = next(b"k%d" % i for i in range(100) if "c" not in _home(mesh, "a", "old", b"k%d" % i))
+        c_svc = mesh.nodes["c"].kv.service
+        ttl = c_svc.config.core.hint_ttl_s
+        ancient = Record(key, b"ancient", Stamp(int((time.time() - ttl - 60) * 1e6), 0, b"\x01" * 16))
+        await c_svc._store.put_many("old", [ancient])  # c holds a copy of a key it is not home for
+        assert await c_svc.hand_off_all() == 1
+        assert c_svc.counters["handoff_stuck"] == 1
+        assert await c_svc._store.get("old", key) == ancient  # nowhere else: kept
+        await a.kv.put("old", key, b"newer", consistency="all")
+        assert await c_svc.hand_off_all() == 0
+        assert await c_svc._store.get("old", key) is None
+        assert await a.kv.get("old", key, consistency="all") == b"newer"

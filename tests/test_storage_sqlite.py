@@ -179,6 +179,19 @@ async def test_tombstone_acks_keep_the_newest_per_node_and_purge_removes_only_th
     assert await store.get("photos", b"v") is not None
 
 
+async def test_drop_copy_removes_only_the_version_handed_off(store: Store) -> None:
+    await store.put_many("photos", [rec(b"v", b"value", 10), rec(b"t", None, 10)])
+    await store.add_tombstone_acks("photos", [TombstoneAck(b"t", Stamp(10, 0, A), B)])
+    assert not await store.drop_copy("photos", b"v", Stamp(9, 0, A))  # a newer one is here
+    assert (await store.get("photos", b"v")) is not None
+    assert await store.drop_copy("photos", b"v", Stamp(10, 0, A))
+    assert await store.drop_copy("photos", b"t", Stamp(10, 0, A))  # tombstones too, with their acks
+    assert await store.get("photos", b"v") is None and await store.get("photos", b"t") is None
+    assert await store.tombstone_acks("photos", b"t") == []
+    with pytest.raises(NamespaceError):
+        await store.drop_copy("nope", b"v", Stamp(10, 0, A))
+
+
 async def test_an_unknown_namespace_is_refused_and_nothing_is_written(store: Store) -> None:
     before = store.statistics().writes
     with pytest.raises(NamespaceError, match="'nope' is not defined.*defined: photos.*put_namespace"):

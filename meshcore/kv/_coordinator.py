@@ -8,6 +8,12 @@ request timeout. A get asks the alive home replicas, completes with the newest v
 enough have answered, and pushes that version to every replica that answered with an older
 one (read repair), including answers that arrive after completion, until the timeout.
 
+A hand-off copies a version this node holds but is no longer a home replica of (the ring
+changed) to every home replica, with its own stamp, through the write path at level `all`
+with no stand-ins: once it completes, each home replica holds that version or a newer one
+durably, and the caller may drop its copy. Replicas refuse versions older than `hint_ttl_s`
+to it as to any write (anti-entropy among the home replicas moves those).
+
 Local misuse (unknown namespace, bad key or value, an unplaceable namespace) raises at the
 call and changes nothing. Limits: at most `requests_max` requests in flight.
 """
@@ -53,6 +59,7 @@ class _WriteReq:
     home_acks: set[bytes] = field(default_factory=set)
     hint_acks: set[bytes] = field(default_factory=set)
     refused: dict[bytes, str] = field(default_factory=dict)
+    handoff: bool = False
 
 
 @dataclass
@@ -75,6 +82,8 @@ class CoordinatorStatistics:
     reads_ok: int = 0
     reads_failed: int = 0
     repairs_sent: int = 0
+    handoffs_ok: int = 0
+    handoffs_failed: int = 0
     late_or_unknown_replies: int = 0
     skewed_replies: int = 0
 
@@ -150,6 +159,40 @@ class Coordinator:
             effects += self.local(now, msg)
         return rid, effects
 
+    def hand_off(self, now: float, namespace: str, record: Record) -> tuple[int, list[KvEffect]]:
+        """Start a hand-off of `record` (see the module doc). Raises if this node is a home
+        replica of its key (nothing to hand off) or on misuse; completes with an error at
+        once if a home replica is down (retry once it is back)."""
+        ns = self._view.namespace(namespace)
+        if type(record) is not Record:
+            raise LocalProtocolError(f"hand_off() takes a Record, got {type(record).__name__}")
+        home = self._view.replicas(ns, record.key)
+        if self._me in home:
+            raise LocalProtocolError("this node is a home replica of that key: nothing to hand off")
+        rid = self._new_id()
+        down = [short_id(n) for n in home if not self._view.is_alive(n)]
+        if down:
+            self.stats.handoffs_failed += 1
+            return rid, [Completed(rid, stamp=record.stamp, error=ConsistencyError(
+                f"hand-off of a {ns.name!r} record waits for every home replica; down: {', '.join(down)}"))]
+        self._writes[rid] = _WriteReq(Consistency.ALL, len(home), record, set(home), set(), handoff=True)
+        msg = Write(request_id=rid, coordinator=self._me, namespace=ns.name, key=record.key,
+                    stamp=record.stamp, value=record.value)
+        effects, _ = self._fan_out(home, msg)  # never to this node: it is not a home replica
+        effects.append(SetTimer(now + self._config.request_timeout_s, KvTimer("request", rid)))
+        return rid, effects
+
+    def _count(self, req: _WriteReq, ok: bool) -> None:
+        if req.handoff:
+            if ok:
+                self.stats.handoffs_ok += 1
+            else:
+                self.stats.handoffs_failed += 1
+        elif ok:
+            self.stats.writes_ok += 1
+        else:
+            self.stats.writes_failed += 1
+
     def _fan_out(self, nodes: list[bytes], msg: KvMessage) -> tuple[list[KvEffect], bool]:
         """`Send`s of `msg` to `nodes` (encoded once: the same bytes for all), and whether
         this node is among them, to be handed the message directly by the caller once
@@ -177,7 +220,7 @@ class Coordinator:
         sloppy = self._config.sloppy_quorum
         if write_satisfied(req.level, req.rf, len(req.home_acks), len(req.hint_acks), sloppy_quorum=sloppy):
             del self._writes[ack.request_id]
-            self.stats.writes_ok += 1
+            self._count(req, True)
             return [Completed(ack.request_id, stamp=req.record.stamp)]
         # Could the copies not yet answered still make it?
         home_left = len(req.home - req.home_acks - req.refused.keys())
@@ -189,12 +232,12 @@ class Coordinator:
 
     def _fail_write(self, rid: int, why: str) -> Completed:
         req = self._writes.pop(rid)
-        self.stats.writes_failed += 1
+        self._count(req, False)
         need = acks_required(req.level, req.rf)
         got = [short_id(n) for n in sorted(req.home_acks)] + [f"{short_id(n)}(hint)" for n in sorted(req.hint_acks)]
         refusals = "; ".join(req.refused.values()) or "none"
         return Completed(rid, stamp=req.record.stamp, error=ConsistencyError(
-            f"{req.level.value} write {why}: needed {need} of {req.rf} copies, acked by "
+            f"{'hand-off' if req.handoff else req.level.value + ' write'} {why}: needed {need} of {req.rf} copies, acked by "
             f"[{', '.join(got)}], refusals: {refusals}; the write may still become visible"))
 
     # --- reads --------------------------------------------------------------------------

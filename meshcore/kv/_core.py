@@ -56,6 +56,8 @@ class KvStatistics:
     reads_failed: int
     repairs_sent: int
     repairs_applied: int
+    handoffs_ok: int
+    handoffs_failed: int
     hints_stored: int
     hints_delivered: int
     hints_expired: int
@@ -107,6 +109,10 @@ class KvCore:
     def add_member(self, member: RingMember) -> None:
         self.view.add(member)
 
+    def remove_member(self, node: bytes) -> None:
+        """`node` left the cluster for good: off the ring, so its ranges get new homes."""
+        self.view.remove(node)
+
     def define(self, ns: Namespace) -> None:
         self.view.define(ns)
 
@@ -125,6 +131,21 @@ class KvCore:
     def get(self, now: float, namespace: str, key: bytes | str,
             consistency: Consistency | str = Consistency.QUORUM) -> tuple[int, list[KvEffect]]:
         return self.coordinator.read(now, namespace, key, consistency)
+
+    # --- range hand-off ---------------------------------------------------------------------
+
+    def is_home(self, namespace: str, key: bytes) -> bool:
+        """Whether this node is a home replica of `key` in the current ring."""
+        return self.me.node in self.view.replicas(self.view.namespace(namespace), key)
+
+    def hand_off(self, now: float, namespace: str, record: Record) -> tuple[int, list[KvEffect]]:
+        """Copy a record this node is no longer a home replica of to its home replicas
+        (see `Coordinator.hand_off`); on success the driver drops its copy (`forget`)."""
+        return self.coordinator.hand_off(now, namespace, record)
+
+    def forget(self, namespace: str, key: bytes) -> None:
+        """The driver dropped its copy of `key` after a hand-off: stop tracking it."""
+        self.replica.forget(namespace, key)
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -190,6 +211,7 @@ class KvCore:
         return KvStatistics(
             writes_ok=c.writes_ok, writes_failed=c.writes_failed, reads_ok=c.reads_ok,
             reads_failed=c.reads_failed, repairs_sent=c.repairs_sent, repairs_applied=r.repairs_applied,
+            handoffs_ok=c.handoffs_ok, handoffs_failed=c.handoffs_failed,
             hints_stored=r.hints_stored, hints_delivered=r.hints_delivered, hints_expired=r.hints_expired,
             tombstones_purged=r.tombstones_purged, tombstones_tracked=self.replica.tracked_tombstones(),
             dropped_messages=self.dropped_messages, refusals=sum(r.refused.values()))

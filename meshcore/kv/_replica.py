@@ -402,6 +402,10 @@ class Replica:
         for t in hint_targets:
             self._hints.setdefault(t, _HintTarget())
 
+    def forget(self, ns_name: str, key: bytes) -> None:
+        """The copy of `key` here was handed off and dropped: no tombstone to track."""
+        self._tombs.pop((ns_name, key), None)
+
     def tracked_tombstones(self) -> int:
         return len(self._tombs)
 

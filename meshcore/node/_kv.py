@@ -76,7 +76,8 @@ class KvTap:
                 self.dropped += 1
             return
         if type(event) is MemberEvent and self.service is not None:
-            feed_member(self.service, event.member, event.kind in _UP, self.security)
+            feed_member(self.service, event.member, event.kind in _UP, self.security,
+                        left=event.kind is EventKind.LEFT)
         self._publish(event)
 
 
@@ -104,12 +105,18 @@ def placement_of(security: Any, node: bytes, meta: Any) -> tuple[str, str]:
     return sites_and_region(meta.site, meta.region, node)
 
 
-def feed_member(service: KvService, m: Member, up: bool, security: Any = None) -> None:
+def feed_member(service: KvService, m: Member, up: bool, security: Any = None, *,
+                left: bool = False) -> None:
+    """Tell the kv service what membership saw: up, down, or `left` (gone for good: its
+    ranges get new homes; a suspect or dead member keeps its place, stand-ins cover it)."""
     if m.node == service.me.node:
         return
     port_text = m.meta.tag_dict.get(KV_TAG)
     if not up:
-        service.member_down(m.node)
+        if left:
+            service.member_left(m.node)
+        else:
+            service.member_down(m.node)
         return
     try:
         port = int(port_text) if port_text is not None else 0
@@ -249,7 +256,7 @@ async def run_node_kv(node: Node, config: Any, tap: KvTap, wrap: Any, secure: bo
                 service.on_namespace = spread
                 tap.service, tap.security = service, node.security
                 for m in node.members():
-                    feed_member(service, m, m.status == 0, node.security)
+                    feed_member(service, m, m.status == 0, node.security, left=m.status == 3)
                 nursery.start_soon(_learn_gossip, service, tap)
                 task_status.started(NodeKv(node, service))
         finally:

@@ -20,8 +20,23 @@ must be the certified one, else the link is dropped and counted. Kinds:
 - ``scan``: `[namespace, prefix, limit]` -> one reply listing the records we hold;
 - ``ns``: one reply listing our namespace definitions (the pull a node does on join).
 
-Membership: `member_up(node, addr, site, region)` / `member_down(node)` from the node's
-events (only members advertising the `kv` tag). Namespaces: `define` (persisted, then the
+Membership: `member_up(node, addr, site, region)` / `member_down(node)` /
+`member_left(node)` from the node's events (only members advertising the `kv` tag). A
+member that is down keeps its place on the ring (stand-ins hold hints for it). One that
+left and is not back within `left_reclaim_s` (a restart is a leave and a join: it must not
+move data), or that stays down for `down_reclaim_s`, is taken off the ring; a new member
+is put on it. Either way some keys change homes (a member that comes back is put back).
+New home replicas get their copies by anti-entropy with the replicas they share keys with
+(a session with every live peer right after a change). Range hand-off: a node that holds
+keys it is no longer a home replica of copies each to all its home replicas through the
+write path (`KvCore.hand_off`: original stamp, level `all`, durable acks) and only then
+drops its copy, if unchanged meanwhile (`Store.drop_copy`). A version older than the hint
+TTL is not pushed (replicas refuse those to any write, so that nothing brings back a
+purged delete): a read at `all` must find a home replica holding it or a newer one before
+the copy is dropped (normally anti-entropy among the home replicas has put it there);
+until then it stays and is counted in `handoff_stuck`. A pass runs `handoff_settle_s` after
+a ring change, and again while keys remain (a home replica down or refusing), every
+`handoff_interval_s`, doubling up to an hour while nothing changes. Namespaces: `define` (persisted, then the
 core learns it); definitions are pulled from each peer that comes alive and from a random
 live peer every `namespace_pull_s` (gossip on creation is the fast path, not the only one). Watchers see each record this node durably applies (as a home replica),
 in apply order; a slow watcher loses its oldest changes (counted).
@@ -36,6 +51,7 @@ import dataclasses
 import functools
 import heapq
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -81,6 +97,7 @@ from ..kv import (
     decode_namespace,
     encode_namespace,
     merge,
+    wall_us,
 )
 from ..kv._messages import Repair
 from ._antientropy import AntiEntropyConfig, AntiEntropyDriver
@@ -126,15 +143,25 @@ class KvServiceConfig:
     #: A timer may fire this much late, so that timers due close together (one request
     #: timeout per request) are handled in one wake-up of the timer task.
     timer_slack_s: float = 0.01
+    #: Range hand-off (module docstring): wait after a ring change, retry interval while
+    #: keys remain, hand-offs in flight at once, keys examined per read of the store.
+    handoff_settle_s: float = 2.0
+    handoff_interval_s: float = 30.0
+    #: A member that left (or stays down) this long is taken off the ring for good.
+    left_reclaim_s: float = 600.0
+    down_reclaim_s: float = 24 * 3600.0
+    handoff_concurrency: int = 16
+    handoff_page: int = 1000
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout_s", "reconnect_backoff_s", "rpc_timeout_s", "ae_interval_s",
-                     "ae_bytes_per_s", "namespace_pull_s"):
+                     "ae_bytes_per_s", "namespace_pull_s", "handoff_settle_s", "handoff_interval_s",
+                     "left_reclaim_s", "down_reclaim_s"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
                 raise LocalProtocolError(f"{name} must be a number > 0, got {v!r:.40}")
         for name in ("outbox_messages_max", "watchers_max", "watch_buffer_max", "scan_records_max",
-                     "hello_bytes_max", "batch_bytes_max"):
+                     "hello_bytes_max", "batch_bytes_max", "handoff_concurrency", "handoff_page"):
             v = getattr(self, name)
             if type(v) is not int or v < 1:
                 raise LocalProtocolError(f"{name} must be an int >= 1, got {v!r:.40}")
@@ -263,11 +290,16 @@ class KvService:
         self._loads: list[Load] = []
         self._loading = False
         self._nursery: trio.Nursery | None = None
+        self._ring_changed = trio.Event()
+        # node -> trio time at which it leaves the ring unless it is back (member_left/down)
+        self._reclaim: dict[bytes, float] = {}
+        self._reclaim_wakeup = trio.Event()
         self.port = 0
         self.counters: dict[str, int] = dict.fromkeys(
             ("links_refused", "hello_bad", "outbox_dropped", "connect_failed", "storage_errors",
              "ae_sessions", "ae_failed", "ae_records_applied", "namespace_conflicts", "watch_dropped",
-             "link_batches_sent", "link_messages_sent"), 0)
+             "link_batches_sent", "link_messages_sent", "handoff_passes", "handoff_dropped",
+             "handoff_deferred", "handoff_stuck"), 0)
         self.on_namespace: Callable[[Namespace], None] = lambda ns: None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -300,6 +332,8 @@ class KvService:
                 nursery.start_soon(self._timer_loop)
                 nursery.start_soon(self._ae_loop)
                 nursery.start_soon(self._namespace_loop)
+                nursery.start_soon(self._handoff_loop)
+                nursery.start_soon(self._reclaim_loop)
                 nursery.start_soon(trio.serve_listeners, self._serve_raw, listeners)
                 self._perform(core.start(now))
                 task_status.started(self.port)
@@ -326,7 +360,9 @@ class KvService:
             if known is not None:
                 core.view.remove(node)
             core.add_member(member)
+            self._ring_changed.set()
         was_alive = core.view.is_alive(node)
+        self._reclaim.pop(node, None)
         self._perform(core.member_alive(self._now(), node))
         if not was_alive and self._nursery is not None:
             self._nursery.start_soon(self._pull_namespaces, node)
@@ -335,6 +371,44 @@ class KvService:
     def member_down(self, node: bytes) -> None:
         if self.core is not None and node != self.me.node:
             self._perform(self.core.member_down(self._now(), node))
+            self._reclaim_after(node, self.config.down_reclaim_s)
+
+    def member_left(self, node: bytes) -> None:
+        """`node` left: down now, off the ring unless back within `left_reclaim_s`."""
+        if self.core is not None and node != self.me.node:
+            self._perform(self.core.member_down(self._now(), node))
+            self._reclaim_after(node, self.config.left_reclaim_s)
+
+    def _reclaim_after(self, node: bytes, delay_s: float) -> None:
+        if self.core is None or node not in self.core.view.ring:
+            return
+        at = trio.current_time() + delay_s
+        if at < self._reclaim.get(node, math.inf):
+            self._reclaim[node] = at
+            self._reclaim_wakeup.set()
+
+    async def _reclaim_loop(self) -> None:
+        while True:
+            now = trio.current_time()
+            for node in [n for n, at in self._reclaim.items() if at <= now]:
+                del self._reclaim[node]
+                self._remove_member(node)
+            with trio.move_on_at(min(self._reclaim.values(), default=math.inf)):
+                await self._reclaim_wakeup.wait()
+            self._reclaim_wakeup = trio.Event()
+
+    def _remove_member(self, node: bytes) -> None:
+        """`node` is gone for good: off the ring, and a session with every live peer so
+        that the new home replicas get their copies (module docstring)."""
+        core = self._require()
+        if node not in core.view.ring or core.view.is_alive(node):
+            return
+        core.remove_member(node)
+        log.info("kv: %s is gone for good; its ranges move to new home replicas", node.hex()[:8])
+        self._ring_changed.set()
+        if self._nursery is not None:
+            for peer in [n for n in self._peers if core.view.is_alive(n)]:
+                self._nursery.start_soon(self._reconcile_peer, peer)
 
     def namespaces(self) -> list[Namespace]:
         return self._store.namespaces()
@@ -837,6 +911,101 @@ class KvService:
             return
         for blob in specs[:1000]:
             await self.learn_namespace(blob)
+
+    # --- range hand-off -------------------------------------------------------------------
+
+    async def _handoff_loop(self) -> None:
+        cfg = self.config
+        left, retry_s = 0, cfg.handoff_interval_s
+        while True:
+            with trio.move_on_after(retry_s if left else math.inf) as waited:
+                await self._ring_changed.wait()
+            # Retries of keys that could not move back off; a ring change starts afresh.
+            retry_s = min(3600.0, retry_s * 2) if waited.cancelled_caught else cfg.handoff_interval_s
+            await trio.sleep(cfg.handoff_settle_s)  # joins and leaves often come in bursts
+            self._ring_changed = trio.Event()
+            left = await self.hand_off_all()
+
+    async def hand_off_all(self) -> int:
+        """One hand-off pass (module docstring) over every namespace; returns how many keys
+        held here that this node is no longer a home replica of are still here."""
+        core = self._require()
+        self.counters["handoff_passes"] += 1
+        cfg = self.config
+        left = 0
+        for ns in self._store.namespaces():
+            if core.view.known_namespace(ns.name) is None:
+                continue
+            after: bytes | None = None
+            while True:
+                page = await self._store.versions(ns.name, after=after, limit=cfg.handoff_page)
+                foreign = [k for k, _ in page if not self._is_home(ns.name, k)]
+                if foreign:
+                    found = await self._reader.get_many([(ns.name, k) for k in foreign])
+                    left += await self._hand_off_many(ns.name, [r for r in found if r is not None])
+                if len(page) < cfg.handoff_page:
+                    break
+                after = page[-1][0]
+                await trio.sleep(0)  # a long namespace must not hold up the node's other tasks
+        return left
+
+    def _is_home(self, namespace: str, key: bytes) -> bool:
+        try:
+            return self._require().is_home(namespace, key)
+        except MeshError:
+            return True  # not placeable now (too few eligible sites): keep the copy
+
+    async def _hand_off_many(self, namespace: str, records: list[Record]) -> int:
+        """Hand off `records`, at most `handoff_concurrency` at a time; returns how many
+        are still here afterwards."""
+        core = self._require()
+        limit = trio.Semaphore(self.config.handoff_concurrency)
+        left = 0
+
+        async def one(rec: Record) -> None:
+            nonlocal left
+            try:
+                try:
+                    now = self._now()
+                    if wall_us(now) - rec.stamp.physical_us <= core.config.hint_ttl_s * 1e6:
+                        rid, effects = core.hand_off(now, namespace, rec)
+                        await self._call(rid, effects)
+                    else:  # too old to push: is it (or something newer) on a home replica?
+                        rid, effects = core.get(now, namespace, rec.key, "all")
+                        held = (await self._call(rid, effects)).record
+                        if held is None or held.stamp < rec.stamp:
+                            self.counters["handoff_stuck"] += 1
+                            left += 1
+                            return
+                except LocalProtocolError:
+                    if self._is_home(namespace, rec.key):
+                        return  # a home replica again: the ring changed back
+                    self.counters["handoff_deferred"] += 1  # back-pressure: next pass
+                    left += 1
+                    return
+                except (ConsistencyError, MeshError):
+                    self.counters["handoff_deferred"] += 1
+                    left += 1
+                    return
+            finally:
+                limit.release()
+            try:
+                dropped = await self._store.drop_copy(namespace, rec.key, rec.stamp)
+            except (StorageError, NamespaceError):
+                self.counters["storage_errors"] += 1
+                left += 1
+                return
+            if dropped:
+                core.forget(namespace, rec.key)
+                self.counters["handoff_dropped"] += 1
+            else:
+                left += 1  # it changed meanwhile: the next pass hands the new version off
+
+        async with trio.open_nursery() as nursery:
+            for rec in records:
+                await limit.acquire()
+                nursery.start_soon(one, rec)
+        return left
 
     async def _namespace_loop(self) -> None:
         """Pull the definitions of one random live peer now and then, so a namespace whose

@@ -474,13 +474,23 @@ class Store:
         Only that exact tombstone goes: if a newer write replaced it meanwhile, nothing is
         deleted and False is returned. Decide with `meshcore.kv.may_purge` first.
         """
+        return await self._delete_version(namespace, key, stamp, tombstone_only=True)
+
+    async def drop_copy(self, namespace: str, key: bytes | str, stamp: Stamp) -> bool:
+        """Delete this node's copy of `key` if it is still the version written at `stamp`
+        (value or tombstone), and its tombstone acks: the kv service's range hand-off, once
+        every home replica holds that version. False (nothing deleted) if it changed."""
+        return await self._delete_version(namespace, key, stamp, tombstone_only=False)
+
+    async def _delete_version(self, namespace: str, key: bytes | str, stamp: Stamp, *,
+                              tombstone_only: bool) -> bool:
         self.namespace(namespace)
         k, s = _as_key(key), stamp.to_bytes()
+        sql = "DELETE FROM records WHERE ns = ? AND key = ? AND stamp = ?" + (
+            " AND value IS NULL" if tombstone_only else "")
 
         def apply(conn: sqlite3.Connection) -> bool:
-            gone = conn.execute(
-                "DELETE FROM records WHERE ns = ? AND key = ? AND stamp = ? AND value IS NULL",
-                (namespace, k, s)).rowcount == 1
+            gone = conn.execute(sql, (namespace, k, s)).rowcount == 1
             if gone:
                 conn.execute("DELETE FROM tombstone_acks WHERE ns = ? AND key = ? AND stamp <= ?", (namespace, k, s))
             return gone
