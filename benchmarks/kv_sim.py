@@ -3,7 +3,10 @@
 `python -m benchmarks kv-sim --nodes 50 --duration-s 600 --seed 1 [--seeds 5]`: 3 regions,
 2 nodes per site, namespaces with rf 2 (any region, r0 only, r1+r2), concurrent writers at
 one/quorum/all, crashes with restarts (durable stores), partitions and stream loss, with
-anti-entropy. Reports the safety counters (acked_lost for quorum/all writes, resurrected,
+anti-entropy; `--decommissions N` also crashes N nodes for good, takes them off the ring
+30 s later (their keys move to new homes) and brings each back 30-60 s after that with an
+empty store (keys move back: the others hand off what they no longer own). Reports the
+safety counters (acked_lost for quorum/all writes, resurrected,
 misplaced), converge_after_heal_s and the counts. With --seeds N it runs seeds
 seed..seed+N-1 and reports the worst value of each safety metric and every seed's figures.
 """
@@ -27,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops-per-s", type=float, default=20.0)
     parser.add_argument("--crashes", type=int, default=6)
     parser.add_argument("--partitions", type=int, default=2)
+    parser.add_argument("--decommissions", type=int, default=0,
+                        help="nodes crashed for good and taken off the ring (ranges move)")
     parser.add_argument("--loss", type=float, default=0.02)
 
 
@@ -40,12 +45,13 @@ def run(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         _, m = run_kv_scenario(KvScenario(seed=seed, nodes=args.nodes, duration_s=args.duration_s,
                                           ops_per_s=args.ops_per_s, crashes=args.crashes,
-                                          partitions=args.partitions, loss=args.loss))
+                                          partitions=args.partitions, loss=args.loss,
+                                          decommissions=args.decommissions))
         m["wall_s"] = round(time.perf_counter() - t0, 2)
         runs.append((seed, m))
     params = {"nodes": args.nodes, "duration_s": args.duration_s, "seed": args.seed, "seeds": args.seeds,
               "ops_per_s": args.ops_per_s, "crashes": args.crashes, "partitions": args.partitions,
-              "loss": args.loss}
+              "decommissions": args.decommissions, "loss": args.loss}
     if len(runs) == 1:
         emit("kv-sim", params, runs[0][1], args.json)
         return
@@ -59,6 +65,6 @@ def run(args: argparse.Namespace) -> None:
     for seed, m in runs:
         for k in ("acked_lost", "resurrected", "misplaced", "converge_after_heal_s", "puts_acked",
                   "deletes_acked", "writes_failed", "hints_delivered", "read_repairs_sent",
-                  "tombstones_purged", "state_sha256", "wall_s"):
+                  "tombstones_purged", "handoffs_dropped", "state_sha256", "wall_s"):
             metrics[f"seed{seed}.{k}"] = m[k]
     emit("kv-sim", params, metrics, args.json)

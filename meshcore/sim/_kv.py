@@ -20,6 +20,15 @@ it holds of those keys (a sim-level digest message over the kv network); the pee
 newer versions as `Repair` messages and asks for the ones it lacks, which the first node
 pushes the same way. Every push goes through the receiving core's admission checks.
 
+Ring changes: `decommission(i)` crashes a node for good; `reclaim_s` later every core (and
+the checkers' placement oracle) takes it off the ring, so its keys get new homes;
+`recommission(i)` brings it back with an empty disk and puts it on every ring again, so
+keys move back to it from the nodes that held them meanwhile. The new home replicas get
+copies by anti-entropy, and every node runs hand-off passes as the kv service does (`KvCore.hand_off` for versions younger than the hint TTL, a read at `all`
+that must find the version or a newer one for older ones; the copy is dropped only after
+that), again after each restart and until nothing is left. A decommissioned node's store
+is gone: the checkers ignore it.
+
 Checkers at the end (`check`): acked_lost, resurrected, misplaced; `converged()` compares the
 visible version (tombstones read as absent) of every key on all its home replicas.
 """
@@ -32,7 +41,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .._types import NodeId
-from ..kv import Namespace, Record, RingMember, Stamp
+from ..errors import LocalProtocolError, MeshError
+from ..kv import Namespace, Record, RingMember, Stamp, wall_us
 from ..kv._config import KvConfig
 from ..kv._core import KvCore, KvStatistics
 from ..kv._effects import (
@@ -50,6 +60,7 @@ from ..kv._effects import (
     SetTimer,
 )
 from ..kv._messages import Repair, encode_kv
+from ..kv._placement import Ring
 from ..kv._record import newer
 from ..swim import EventKind, MemberEvent
 from ._world import NetConfig, World
@@ -126,6 +137,7 @@ class KvReport:
     hints_expired: int = 0
     repairs_read: int = 0
     repairs_applied: int = 0
+    handoffs_dropped: int = 0
     tombstones_purged: int = 0
     kv_messages: int = 0
     details: list[str] = field(default_factory=list)
@@ -167,6 +179,7 @@ class KvWorld:
         commit_delay_s: tuple[float, float] = (0.001, 0.004),
         ae_interval_s: float = 5.0,
         profile: str = "lan",
+        reclaim_s: float = 30.0,
     ) -> None:
         self.world = World(seed, nodes, profile=profile, net=net or NetConfig())
         self.rng: random.Random = self.world.rng
@@ -178,6 +191,13 @@ class KvWorld:
         ]
         self.commit_delay_s = commit_delay_s
         self.ae_interval_s = ae_interval_s
+        self.reclaim_s = reclaim_s
+        self.removed: set[int] = set()  # decommissioned and off the ring
+        self.ring_changes = 0
+        # (node, request id) -> (namespace, record, pushed, epoch) of hand-offs in flight
+        self._handoffs: dict[tuple[int, int], tuple[str, Record, bool, int]] = {}
+        self._handoff_retry: set[int] = set()
+        self.handoffs_dropped = 0
         self.nodes: list[_KvNode] = []
         for i, wn in enumerate(self.world.nodes):
             site = i // nodes_per_site
@@ -193,8 +213,9 @@ class KvWorld:
         self.purged_max: dict[tuple[str, bytes], Stamp] = {}
         self.kv_messages = 0
         self._retired: list[KvStatistics] = []  # counters of cores lost in crashes
-        self._ring_core = KvCore(me=self.directory[0], members=self.directory, namespaces=self.namespaces,
-                                 config=self.config)  # placement oracle for the checkers
+        # Placement oracle for the checkers: the ring of every node that has not left for good.
+        self._ring = Ring(self.directory)
+        self._ns_by_name = {ns.name: ns for ns in self.namespaces}
         self.world.listeners.append(self._on_member_event)
         for n in self.nodes:
             self._boot(n)
@@ -208,13 +229,16 @@ class KvWorld:
     def _boot(self, n: _KvNode) -> None:
         n.epoch += 1
         n.running = True
-        core = KvCore(me=n.member, members=self.directory, namespaces=self.namespaces, config=self.config,
+        members = [m for m in self.directory if self.by_id[m.node] not in self.removed]
+        core = KvCore(me=n.member, members=members, namespaces=self.namespaces, config=self.config,
                       rng=random.Random(self.rng.getrandbits(64)), last_stamp=n.store.max_stamp())
         core.restore(self._now(n), tombstones=[(k[0], r) for k, r in sorted(n.store.records.items())
                                                if r.is_tombstone],
                      hint_targets=sorted({h.target for h in n.store.hints.values()}))
         n.core = core
         self._perform(n, core.start(self._now(n)))
+        if self.ring_changes:  # keys may have moved while it was down
+            self._at(self.world.now + 2.0, self._handoff_pass, n.index)
 
     def crash(self, i: int) -> None:
         n = self.nodes[i]
@@ -233,6 +257,36 @@ class KvWorld:
             return
         self.world.restart(i)
         self._boot(n)
+
+    def decommission(self, i: int) -> None:
+        """Crash node `i` for good; `reclaim_s` later it is taken off every ring."""
+        self.crash(i)
+        self._at(self.world.now + self.reclaim_s, self._remove, i)
+
+    def _remove(self, i: int) -> None:
+        gone = self.nodes[i].member.node
+        self.removed.add(i)
+        self.ring_changes += 1
+        self._ring.remove(gone)
+        for n in self.nodes:
+            if n.running and n.core is not None and gone in n.core.view.ring:
+                n.core.remove_member(gone)
+                self._at(self.world.now + 1.0, self._handoff_pass, n.index)
+
+    def recommission(self, i: int) -> None:
+        """Bring a decommissioned node back as a new machine (empty store) on every ring."""
+        n = self.nodes[i]
+        if i not in self.removed or n.running:
+            return
+        self.removed.discard(i)
+        self.ring_changes += 1
+        n.store = MemoryKvStore()
+        self._ring.add(n.member)
+        for m in self.nodes:
+            if m.running and m.core is not None:
+                m.core.add_member(n.member)
+                self._at(self.world.now + 1.0, self._handoff_pass, m.index)
+        self.restart(i)
 
     def partition(self, groups: Sequence[Sequence[int]]) -> None:
         self.world.partition(groups)
@@ -326,6 +380,9 @@ class KvWorld:
                 if n.store.purge(e.namespace, e.key, e.stamp):
                     _raise_to(self.purged_max, (e.namespace, e.key), e.stamp)
             elif isinstance(e, Completed):
+                if (n.index, e.request_id) in self._handoffs:
+                    self._handoff_done(n, e)
+                    continue
                 self.completed[(n.index, e.request_id)] = e
                 for fn in self.on_complete:
                     fn(n.index, e)
@@ -349,6 +406,46 @@ class KvWorld:
             assert type(e) is PersistHint
             n.store.add_hint(e.target, e.namespace, e.record)
         self._perform(n, n.core.on_persisted(self._now(n), e.token))
+
+    # --- range hand-off ---------------------------------------------------------------------
+
+    def _handoff_pass(self, i: int) -> None:
+        """Start a hand-off of every key node `i` holds and is no longer home for."""
+        self._handoff_retry.discard(i)
+        n = self.nodes[i]
+        if not n.running or n.core is None:
+            return
+        core, now = n.core, self._now(n)
+        busy = {(ns, rec.key) for (j, _), (ns, rec, _, _) in self._handoffs.items() if j == i}
+        ttl_us = self.config.hint_ttl_s * 1e6
+        for (ns_name, key), rec in sorted(n.store.records.items()):
+            try:
+                if (ns_name, key) in busy or core.is_home(ns_name, key):
+                    continue
+                push = wall_us(now) - rec.stamp.physical_us <= ttl_us
+                rid, eff = core.hand_off(now, ns_name, rec) if push else core.get(now, ns_name, key, "all")
+            except (LocalProtocolError, MeshError):  # not placeable now, or back-pressure
+                self._retry_handoff(n)
+                continue
+            self._handoffs[(i, rid)] = (ns_name, rec, push, n.epoch)
+            self._perform(n, eff)
+
+    def _handoff_done(self, n: _KvNode, c: Completed) -> None:
+        ns_name, rec, push, epoch = self._handoffs.pop((n.index, c.request_id))
+        if n.epoch != epoch or n.core is None:
+            return
+        held = push or (c.record is not None and c.record.stamp >= rec.stamp)
+        if c.ok and held and n.store.get(ns_name, rec.key) == rec:
+            del n.store.records[(ns_name, rec.key)]
+            n.core.forget(ns_name, rec.key)
+            self.handoffs_dropped += 1
+        else:
+            self._retry_handoff(n)
+
+    def _retry_handoff(self, n: _KvNode) -> None:
+        if n.index not in self._handoff_retry:
+            self._handoff_retry.add(n.index)
+            self._at(self.world.now + 5.0, self._handoff_pass, n.index)
 
     # --- anti-entropy -------------------------------------------------------------------
 
@@ -407,12 +504,13 @@ class KvWorld:
     # --- checkers -----------------------------------------------------------------------
 
     def home(self, ns_name: str, key: bytes) -> list[int]:
-        ns = self._ring_core.view.namespace(ns_name)
-        return [self.by_id[x] for x in self._ring_core.view.replicas(ns, key)]
+        return [self.by_id[x] for x in self._ring.replicas_for(self._ns_by_name[ns_name], key)]
 
     def keys(self) -> list[tuple[str, bytes]]:
         ks: set[tuple[str, bytes]] = set()
         for n in self.nodes:
+            if n.index in self.removed:
+                continue
             ks.update(n.store.records)
             ks.update((h.namespace, h.record.key) for h in n.store.hints.values())
         return sorted(ks)
@@ -463,6 +561,8 @@ class KvWorld:
             if len({m.site for m in members}) != len(members) or not all(ns.allows(m.region) for m in members):
                 report.misplaced += 1
         for n in self.nodes:
+            if n.index in self.removed:
+                continue  # its disk is gone
             for (ns_name, key) in n.store.records:
                 ns = ns_by_name[ns_name]
                 if not ns.allows(n.member.region) or n.index not in self.home(ns_name, key):
@@ -483,6 +583,7 @@ class KvWorld:
             report.repairs_applied += s.repairs_applied
             report.tombstones_purged += s.tombstones_purged
         report.kv_messages = self.kv_messages
+        report.handoffs_dropped = self.handoffs_dropped
         return report
 
     def node_id(self, i: int) -> NodeId:
@@ -506,6 +607,9 @@ class KvScenario:
     keys_per_namespace: int = 200
     crashes: int = 6
     partitions: int = 2
+    #: Nodes crashed for good and taken off the ring (distinct from the crash victims),
+    #: each back with an empty store 30-60 s after its removal (keys move twice).
+    decommissions: int = 0
     loss: float = 0.02
     levels: tuple[str, ...] = ("one", "quorum", "all")
     read_fraction: float = 0.2
@@ -527,6 +631,14 @@ def run_kv_scenario(sc: KvScenario) -> tuple[KvReport, dict[str, object]]:
     # Crashes: distinct victims, back 5-40 s later; the last one comes back at faults_end,
     # so the quiet phase starts with a node that missed writes.
     victims = rng.sample(range(sc.nodes), min(sc.crashes, sc.nodes))
+    if sc.decommissions:  # drawn after the crashes, so runs without them keep their seeds
+        others = [i for i in range(sc.nodes) if i not in victims]
+        for i in rng.sample(others, min(sc.decommissions, len(others))):
+            at = rng.uniform(0.15 * d, max(0.15 * d, faults_end - kw.reclaim_s - 90.0))
+            back = min(at + kw.reclaim_s + rng.uniform(30.0, 60.0), faults_end)
+            kw.world.at(at, functools.partial(kw.decommission, i))
+            kw.world.at(back, functools.partial(kw.recommission, i))
+            last_heal = max(last_heal, back)
     for j, victim in enumerate(victims):
         if j == len(victims) - 1:
             back = faults_end
@@ -656,6 +768,7 @@ def run_kv_scenario(sc: KvScenario) -> tuple[KvReport, dict[str, object]]:
         "read_repairs_sent": report.repairs_read,
         "repairs_applied": report.repairs_applied,
         "tombstones_purged": report.tombstones_purged,
+        "handoffs_dropped": report.handoffs_dropped,
         "kv_messages": report.kv_messages,
         "swim_datagrams": kw.world.datagrams_sent,
         "last_heal_s": max(last_heal, faults_end),
