@@ -78,7 +78,7 @@ def test_user_recent_max_is_bounded_by_what_a_push_pull_may_carry() -> None:
 # --- the core ----------------------------------------------------------------------------------
 
 
-def test_a_push_pull_delivers_unseen_recent_broadcasts_once_and_does_not_gossip_them() -> None:
+def test_a_push_pull_delivers_unseen_recent_broadcasts_once_and_gossips_them_on() -> None:
     a = make(0)
     news = [UserMsg(origin=_id(2), seq=7, payload=b"missed"), UserMsg(origin=_id(0), seq=1, payload=b"mine")]
     _, effects = a.on_stream_request(1.0, _addr(1), push_pull(1, encode_recent_users(news)))
@@ -86,7 +86,9 @@ def test_a_push_pull_delivers_unseen_recent_broadcasts_once_and_does_not_gossip_
     _, effects = a.on_stream_request(2.0, _addr(1), push_pull(1, encode_recent_users(news)))
     assert delivered(effects) == []
     assert a.statistics().broadcasts_repaired == 1
-    assert a.statistics().queue_len == 0  # repaired, not passed on
+    assert a.statistics().queue_len == 1  # passed on by gossip, so gossip keeps its fan-out
+    answer, _ = a.on_stream_request(2.5, _addr(1), push_pull(1, b""))
+    assert decode_recent_users(decode(answer, bytes_max=1 << 24).user_state) == ()  # type: ignore[union-attr]
     _, effects = a.on_stream_request(3.0, _addr(1), push_pull(1, b"\xffgarbage"))
     assert dict(a.statistics().dropped)["recent_users"] == 1
 

@@ -161,9 +161,9 @@ class SwimConfig:
     #: got by gossip (0: off), if younger than `user_recent_s`, so that a member that missed
     #: one on the gossip path gets it at a later exchange (Serf carries its recent user
     #: events the same way; memberlist has none). A member delivers such a broadcast once,
-    #: like any other, and does not pass it on. The window spans a few push-pull intervals
-    #: (60 s, x4 at 200 nodes, x6 at 1,000); the count bounds what an exchange carries
-    #: (64 x 1 KiB payloads at most).
+    #: like any other, and gossips it on, but does not carry it in its own push-pulls. The
+    #: window spans a few push-pull intervals (60 s, x4 at 200 nodes, x6 at 1,000); the
+    #: count bounds what an exchange carries (64 x 1 KiB payloads at most).
     user_recent_max: int = 64
     user_recent_s: float = 600.0
     defer_late_timers: bool = True

@@ -393,7 +393,7 @@ class Swim:
                 self._drop("own_sender")
                 return None, out
             self._c["push_pulls"] += 1
-            self._take_recent(msg.user_state, out)
+            self._take_recent(now, msg.user_state, out)
             if not msg.states and msg.checksum and not msg.join:
                 # A checksum-only opening: answer with our checksum when the views agree,
                 # with our whole state otherwise (the opener then pushes its own if needed).
@@ -431,7 +431,7 @@ class Swim:
                 self._heat(now, out)
         elif kind == "push_pull" and type(msg) is PushPull and msg.reply:
             self._c["push_pulls"] += 1
-            self._take_recent(msg.user_state, out)
+            self._take_recent(now, msg.user_state, out)
             if msg.states:
                 self._merge(now, msg, out)
                 # The peer sent its state because ours differed; if it still differs, it
@@ -619,10 +619,11 @@ class Swim:
             recent.popleft()
         return encode_recent_users([m for _, m in recent]) if self._config.user_recent_max else b""
 
-    def _take_recent(self, user_state: bytes, out: list[Effect]) -> None:
-        """Deliver the broadcasts of a peer's PushPull that we have not seen. They are not
-        gossiped on nor kept as our own recent ones: each member repairs itself from the
-        members that got a broadcast by gossip, and a broadcast cannot circulate forever."""
+    def _take_recent(self, now: float, user_state: bytes, out: list[Effect]) -> None:
+        """Deliver the broadcasts of a peer's PushPull that we have not seen, and gossip
+        them on like any other (a member that learns one this way first must still pass it
+        on, or gossip loses fan-out to the repair). They are not kept as our own recent
+        ones, so push-pull carries a broadcast only from members that had it by gossip."""
         if not self._config.user_recent_max:
             return
         try:
@@ -639,6 +640,7 @@ class Swim:
             if deliver:
                 self._c["broadcasts_repaired"] += 1
                 out.append(UserBroadcast(u.origin, u.payload))
+                self._enqueue(now, ("u", u.origin, u.seq), encode_update(u), False, out)
 
     def _sign_self(self) -> None:
         alive = Alive(node=self._id, incarnation=self._inc, addr=self._addr, meta=self._meta,
