@@ -475,3 +475,25 @@ async def test_a_copy_too_old_to_hand_off_stays_until_a_home_replica_holds_as_ne
         assert await c_svc.hand_off_all() == 0
         assert await c_svc._store.get("old", key) is None
         assert await a.kv.get("old", key, consistency="all") == b"newer"
+
+
+async def test_a_store_failing_during_a_hand_off_pass_is_counted_and_the_node_keeps_serving(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshcore.errors import StorageError
+
+    async with kv_mesh(tmp_path, ["a", "b", "c"]) as mesh:
+        a = mesh.nodes["a"]
+        keys = await _fill(mesh, "disk", 5)
+        svc = a.kv.service
+        before = svc.counters["storage_errors"]
+
+        async def failing(*args: object, **kwargs: object) -> object:
+            raise StorageError("store read failed: disk I/O error")
+
+        monkeypatch.setattr(svc._store, "versions", failing)
+        svc._ring_changed.set()  # as a ring change would
+        while svc.counters["storage_errors"] == before:
+            await trio.sleep(0.05)
+        monkeypatch.undo()
+        await a.kv.put("disk", keys[0], b"still here", consistency="all")
+        assert await a.kv.get("disk", keys[0], consistency="all") == b"still here"

@@ -924,7 +924,12 @@ class KvService:
             retry_s = min(3600.0, retry_s * 2) if waited.cancelled_caught else cfg.handoff_interval_s
             await trio.sleep(cfg.handoff_settle_s)  # joins and leaves often come in bursts
             self._ring_changed = trio.Event()
-            left = await self.hand_off_all()
+            try:
+                left = await self.hand_off_all()
+            except StorageError as exc:  # a failing disk must not take the node down
+                self.counters["storage_errors"] += 1
+                log.warning("kv: hand-off pass stopped: %s; retrying later", exc)
+                left = 1
 
     async def hand_off_all(self) -> int:
         """One hand-off pass (module docstring) over every namespace; returns how many keys
@@ -989,6 +994,8 @@ class KvService:
                     return
             finally:
                 limit.release()
+            if self._is_home(namespace, rec.key):
+                return  # the ring changed back meanwhile: this copy is a home copy again
             try:
                 dropped = await self._store.drop_copy(namespace, rec.key, rec.stamp)
             except (StorageError, NamespaceError):
