@@ -21,6 +21,7 @@ __all__ = [
     "PlacementError",
     "StorageError",
     "ConsistencyError",
+    "HandoffPending",
 ]
 
 
@@ -82,3 +83,9 @@ class ConsistencyError(MeshError):
     """A key-value request could not reach its consistency level (replicas down, refused,
     or the timeout passed). The message says how many acknowledgements were needed, which
     arrived and why the others did not; a failed write may still be visible later."""
+
+
+class HandoffPending(ConsistencyError):
+    """A range hand-off cannot move a copy yet: it is older than the hint TTL (too old to
+    push, so that nothing brings back a purged delete) and no home replica holds it or a
+    newer version. The copy stays; anti-entropy among the home replicas normally fixes it."""

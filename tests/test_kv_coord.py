@@ -532,3 +532,25 @@ def test_removing_a_member_gives_its_keys_new_home_replicas() -> None:
     assert all(gone not in h for h in after.values())
     moved = [k for k in keys if before[k] != after[k]]
     assert moved and all(gone in before[k] for k in moved)  # only the leaver's keys move
+
+
+def test_move_off_pushes_a_young_copy_and_only_confirms_an_old_one() -> None:
+    from meshcore.errors import HandoffPending
+
+    net = Net()
+    c = net.outsider("any", b"k")
+    young = Record(b"k", b"young", _wall_stamp(net))
+    rid = net.call(c, net.cores[c].move_off(net.now, "any", young))
+    assert net.done[(c, rid)].error is None
+    assert all(net.stores[h].get("any", b"k") == young for h in net.home("any", b"k"))
+    old = Record(b"j", b"old", _wall_stamp(net, net.config.hint_ttl_s + 10))
+    c = net.outsider("any", b"j")
+    rid = net.call(c, net.cores[c].move_off(net.now, "any", old))
+    assert isinstance(net.done[(c, rid)].error, HandoffPending)  # nowhere else: keep it
+    assert all(net.stores[h].get("any", b"j") is None for h in net.home("any", b"j"))  # not pushed
+    a, _ = net.home("any", b"j")
+    net.stores[a].put("any", old)  # anti-entropy put it on one home replica
+    rid = net.call(c, net.cores[c].move_off(net.now, "any", old))
+    assert net.done[(c, rid)].error is None  # held on a home replica: the copy may go
+    with pytest.raises(LocalProtocolError):
+        net.cores[a].move_off(net.now, "any", old)

@@ -23,6 +23,7 @@ import enum
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ._hlc import Stamp, wall_us
 
 __all__ = ["Consistency", "KvConfig", "acks_required"]
 
@@ -70,6 +71,11 @@ class KvConfig:
             raise ConfigError("hint_ttl_s must exceed request_timeout_s, or live writes are refused as stale")
         if type(self.sloppy_quorum) is not bool:
             raise ConfigError("sloppy_quorum must be a bool")
+
+    def past_hint_ttl(self, now: float, stamp: Stamp) -> bool:
+        """Whether a version written at `stamp` is older than `hint_ttl_s` at wall time
+        `now`: too old for a hint, a direct write or a hand-off push (module docstring)."""
+        return wall_us(now) - stamp.physical_us > self.hint_ttl_s * 1e6
 
     @property
     def purge_age_s(self) -> float:

@@ -12,7 +12,9 @@ A hand-off copies a version this node holds but is no longer a home replica of (
 changed) to every home replica, with its own stamp, through the write path at level `all`
 with no stand-ins: once it completes, each home replica holds that version or a newer one
 durably, and the caller may drop its copy. Replicas refuse versions older than `hint_ttl_s`
-to it as to any write (anti-entropy among the home replicas moves those).
+to it as to any write (anti-entropy among the home replicas moves those); for such a copy
+`confirm` reads the key at `all` and completes without error only if a home replica holds
+that version or a newer one (else `HandoffPending`): then too the caller may drop it.
 
 Local misuse (unknown namespace, bad key or value, an unplaceable namespace) raises at the
 call and changes nothing. Limits: at most `requests_max` requests in flight.
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .._types import short_id
-from ..errors import ClockSkewError, ConsistencyError, LocalProtocolError
+from ..errors import ClockSkewError, ConsistencyError, HandoffPending, LocalProtocolError
 from ._config import Consistency, KvConfig, acks_required
 from ._effects import Completed, KvEffect, KvTimer, Send, SetTimer
 from ._hlc import HLC, Stamp
@@ -73,6 +75,7 @@ class _ReadReq:
     refused: dict[bytes, str] = field(default_factory=dict)
     done: bool = False
     newest: Record | None = None
+    confirm: Stamp | None = None  # a hand-off's confirmation: complete ok only if held
 
 
 @dataclass
@@ -242,8 +245,12 @@ class Coordinator:
 
     # --- reads --------------------------------------------------------------------------
 
+    def confirm(self, now: float, namespace: str, record: Record) -> tuple[int, list[KvEffect]]:
+        """Start a hand-off's confirmation of `record` (see the module doc)."""
+        return self.read(now, namespace, record.key, Consistency.ALL, confirm=record.stamp)
+
     def read(self, now: float, namespace: str, key: bytes | str,
-             level: Consistency | str) -> tuple[int, list[KvEffect]]:
+             level: Consistency | str, *, confirm: Stamp | None = None) -> tuple[int, list[KvEffect]]:
         """Start a get. Completes with the newest record (a tombstone means deleted)."""
         ns = self._view.namespace(namespace)
         k = as_key(key)
@@ -256,7 +263,7 @@ class Coordinator:
             self.stats.reads_failed += 1
             return rid, [Completed(rid, error=ConsistencyError(
                 f"{lv.value} read of {ns.name!r} needs {need} home replicas, only {len(asked)} alive"))]
-        self._reads[rid] = _ReadReq(lv, ns.replicas, ns.name, k, set(asked))
+        self._reads[rid] = _ReadReq(lv, ns.replicas, ns.name, k, set(asked), confirm=confirm)
         msg = Read(request_id=rid, coordinator=self._me, namespace=ns.name, key=k)
         effects, to_me = self._fan_out(asked, msg)
         effects.append(SetTimer(now + self._config.request_timeout_s, KvTimer("request", rid)))
@@ -295,7 +302,10 @@ class Coordinator:
         if not req.done and len(req.replies) >= need:
             req.done = True
             self.stats.reads_ok += 1
-            effects.append(Completed(rid, record=req.newest))
+            held = req.confirm is None or (req.newest is not None and req.newest.stamp >= req.confirm)
+            effects.append(Completed(rid, record=req.newest, error=None if held else HandoffPending(
+                f"no home replica of this {req.namespace!r} key holds the version to hand off or a "
+                "newer one, and it is too old to push: the copy stays")))
         if req.done:
             effects += self._repairs(now, req)
         elif len(req.asked) - len(req.refused) < need:

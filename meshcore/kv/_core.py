@@ -143,6 +143,17 @@ class KvCore:
         (see `Coordinator.hand_off`); on success the driver drops its copy (`forget`)."""
         return self.coordinator.hand_off(now, namespace, record)
 
+    def move_off(self, now: float, namespace: str, record: Record) -> tuple[int, list[KvEffect]]:
+        """What a driver calls for each copy it is no longer a home replica of: a hand-off,
+        or for a version older than the hint TTL a confirmation read (`Coordinator.confirm`).
+        Completed without error: drop the copy (if unchanged) and `forget` it;
+        `HandoffPending`: keep it; another error: retry later."""
+        if self.config.past_hint_ttl(now, record.stamp):
+            if self.is_home(namespace, record.key):
+                raise LocalProtocolError("this node is a home replica of that key: nothing to hand off")
+            return self.coordinator.confirm(now, namespace, record)
+        return self.coordinator.hand_off(now, namespace, record)
+
     def forget(self, namespace: str, key: bytes) -> None:
         """The driver dropped its copy of `key` after a hand-off: stop tracking it."""
         self.replica.forget(namespace, key)

@@ -142,7 +142,7 @@ class Replica:
             self._hlc.observe(now, stamp)
         except ClockSkewError as exc:
             return self._refuse(Status.CLOCK_SKEW), str(exc)[:200], ns
-        if check_age and wall_us(now) - stamp.physical_us > self._config.hint_ttl_s * 1e6:
+        if check_age and self._config.past_hint_ttl(now, stamp):
             return self._refuse(Status.STALE), f"version older than {self._config.hint_ttl_s:g} s", ns
         if len(self._pending) >= self._config.pending_max:
             return self._refuse(Status.BUSY), "too many storage operations pending", ns
@@ -336,9 +336,8 @@ class Replica:
             return []
         out: list[KvEffect] = []
         expired: list[int] = []
-        ttl_us = self._config.hint_ttl_s * 1e6
         for h in hints:
-            if wall_us(now) - h.record.stamp.physical_us > ttl_us:
+            if self._config.past_hint_ttl(now, h.record.stamp):
                 expired.append(h.id)
                 target.inflight.pop(h.id, None)
                 continue

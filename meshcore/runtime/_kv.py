@@ -67,6 +67,7 @@ from ..errors import (
     ConfigError,
     ConsistencyError,
     DecodeError,
+    HandoffPending,
     LocalProtocolError,
     MeshError,
     NamespaceError,
@@ -97,7 +98,6 @@ from ..kv import (
     decode_namespace,
     encode_namespace,
     merge,
-    wall_us,
 )
 from ..kv._messages import Repair
 from ._antientropy import AntiEntropyConfig, AntiEntropyDriver
@@ -971,25 +971,13 @@ class KvService:
             nonlocal left
             try:
                 try:
-                    now = self._now()
-                    if wall_us(now) - rec.stamp.physical_us <= core.config.hint_ttl_s * 1e6:
-                        rid, effects = core.hand_off(now, namespace, rec)
-                        await self._call(rid, effects)
-                    else:  # too old to push: is it (or something newer) on a home replica?
-                        rid, effects = core.get(now, namespace, rec.key, "all")
-                        held = (await self._call(rid, effects)).record
-                        if held is None or held.stamp < rec.stamp:
-                            self.counters["handoff_stuck"] += 1
-                            left += 1
-                            return
-                except LocalProtocolError:
-                    if self._is_home(namespace, rec.key):
+                    await self._call(*core.move_off(self._now(), namespace, rec))
+                except MeshError as exc:  # the copy stays: kept, deferred, or home again
+                    if isinstance(exc, LocalProtocolError) and self._is_home(namespace, rec.key):
                         return  # a home replica again: the ring changed back
-                    self.counters["handoff_deferred"] += 1  # back-pressure: next pass
-                    left += 1
-                    return
-                except (ConsistencyError, MeshError):
-                    self.counters["handoff_deferred"] += 1
+                    # HandoffPending: too old to push and held nowhere else; otherwise a
+                    # home replica down or refusing, or back-pressure: the next pass.
+                    self.counters["handoff_stuck" if isinstance(exc, HandoffPending) else "handoff_deferred"] += 1
                     left += 1
                     return
             finally:

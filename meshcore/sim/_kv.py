@@ -24,9 +24,8 @@ Ring changes: `decommission(i)` crashes a node for good; `reclaim_s` later every
 the checkers' placement oracle) takes it off the ring, so its keys get new homes;
 `recommission(i)` brings it back with an empty disk and puts it on every ring again, so
 keys move back to it from the nodes that held them meanwhile. The new home replicas get
-copies by anti-entropy, and every node runs hand-off passes as the kv service does (`KvCore.hand_off` for versions younger than the hint TTL, a read at `all`
-that must find the version or a newer one for older ones; the copy is dropped only after
-that), again after each restart and until nothing is left. A decommissioned node's store
+copies by anti-entropy, and every node runs hand-off passes as the kv service does (`KvCore.move_off`; the copy is dropped only once that completes without
+error), again after each restart and until nothing is left. A decommissioned node's store
 is gone: the checkers ignore it.
 
 Checkers at the end (`check`): acked_lost, resurrected, misplaced; `converged()` compares the
@@ -42,7 +41,7 @@ from dataclasses import dataclass, field
 
 from .._types import NodeId
 from ..errors import LocalProtocolError, MeshError
-from ..kv import Namespace, Record, RingMember, Stamp, wall_us
+from ..kv import Namespace, Record, RingMember, Stamp
 from ..kv._config import KvConfig
 from ..kv._core import KvCore, KvStatistics
 from ..kv._effects import (
@@ -194,8 +193,8 @@ class KvWorld:
         self.reclaim_s = reclaim_s
         self.removed: set[int] = set()  # decommissioned and off the ring
         self.ring_changes = 0
-        # (node, request id) -> (namespace, record, pushed, epoch) of hand-offs in flight
-        self._handoffs: dict[tuple[int, int], tuple[str, Record, bool, int]] = {}
+        # (node, request id) -> (namespace, record, epoch) of hand-offs in flight
+        self._handoffs: dict[tuple[int, int], tuple[str, Record, int]] = {}
         self._handoff_retry: set[int] = set()
         self.handoffs_dropped = 0
         self.nodes: list[_KvNode] = []
@@ -416,26 +415,23 @@ class KvWorld:
         if not n.running or n.core is None:
             return
         core, now = n.core, self._now(n)
-        busy = {(ns, rec.key) for (j, _), (ns, rec, _, _) in self._handoffs.items() if j == i}
-        ttl_us = self.config.hint_ttl_s * 1e6
+        busy = {(ns, rec.key) for (j, _), (ns, rec, _) in self._handoffs.items() if j == i}
         for (ns_name, key), rec in sorted(n.store.records.items()):
             try:
                 if (ns_name, key) in busy or core.is_home(ns_name, key):
                     continue
-                push = wall_us(now) - rec.stamp.physical_us <= ttl_us
-                rid, eff = core.hand_off(now, ns_name, rec) if push else core.get(now, ns_name, key, "all")
+                rid, eff = core.move_off(now, ns_name, rec)
             except (LocalProtocolError, MeshError):  # not placeable now, or back-pressure
                 self._retry_handoff(n)
                 continue
-            self._handoffs[(i, rid)] = (ns_name, rec, push, n.epoch)
+            self._handoffs[(i, rid)] = (ns_name, rec, n.epoch)
             self._perform(n, eff)
 
     def _handoff_done(self, n: _KvNode, c: Completed) -> None:
-        ns_name, rec, push, epoch = self._handoffs.pop((n.index, c.request_id))
+        ns_name, rec, epoch = self._handoffs.pop((n.index, c.request_id))
         if n.epoch != epoch or n.core is None:
             return
-        held = push or (c.record is not None and c.record.stamp >= rec.stamp)
-        if c.ok and held and n.store.get(ns_name, rec.key) == rec:
+        if c.ok and n.store.get(ns_name, rec.key) == rec:
             del n.store.records[(ns_name, rec.key)]
             n.core.forget(ns_name, rec.key)
             self.handoffs_dropped += 1

@@ -633,14 +633,10 @@ class Swim:
             return
         deliver, self._user_synced = self._user_synced, True
         for u in msgs:
-            key = (u.origin, u.seq)
-            if key in self._user_seen or u.origin == self._id:
-                continue
-            self._remember_user(key)
             if deliver:
-                self._c["broadcasts_repaired"] += 1
-                out.append(UserBroadcast(u.origin, u.payload))
-                self._enqueue(now, ("u", u.origin, u.seq), encode_update(u), False, out)
+                self._on_user(now, u, out, repaired=True)
+            elif u.origin != self._id:
+                self._remember_user((u.origin, u.seq))  # sent before we joined: seen
 
     def _sign_self(self) -> None:
         alive = Alive(node=self._id, incarnation=self._inc, addr=self._addr, meta=self._meta,
@@ -894,12 +890,17 @@ class Swim:
         out.append(MemberEvent(EventKind.LEFT if leave else EventKind.DEAD, self._snapshot(rec)))
         self._enqueue(now, ("m", node), encode_update(d), True, out)
 
-    def _on_user(self, now: float, u: UserMsg, out: list[Effect]) -> None:
+    def _on_user(self, now: float, u: UserMsg, out: list[Effect], *, repaired: bool = False) -> None:
+        """Deliver a broadcast not seen before and gossip it on. One that came from a
+        push-pull (`repaired`) is counted, and not kept among our own recent ones."""
         key = (u.origin, u.seq)
         if key in self._user_seen or u.origin == self._id:
             return
         self._remember_user(key)
-        self._note_recent(now, u)
+        if repaired:
+            self._c["broadcasts_repaired"] += 1
+        else:
+            self._note_recent(now, u)
         out.append(UserBroadcast(u.origin, u.payload))
         self._enqueue(now, ("u", u.origin, u.seq), encode_update(u), False, out)
 
