@@ -8,6 +8,7 @@ from collections import deque
 import pytest
 
 from meshcore.errors import (
+    ConfigError,
     ConsistencyError,
     LocalProtocolError,
     NamespaceError,
@@ -31,7 +32,7 @@ from meshcore.kv._effects import (
     Send,
     SetTimer,
 )
-from meshcore.kv._messages import Status, Write, WriteAck, decode_kv, encode_kv
+from meshcore.kv._messages import Read, Status, Write, WriteAck, decode_kv, encode_kv
 from meshcore.sim._kv import MemoryKvStore
 
 NS = [Namespace(name="any", replicas=2), Namespace(name="south", replicas=2, regions=("r1",)),
@@ -314,6 +315,73 @@ def test_coordinator_ignores_a_read_reply_with_a_skewed_stamp() -> None:
     c = net.outsider("any", b"k")
     rid = net.call(c, net.cores[c].get(net.now, "any", b"k", "all"))
     assert isinstance(net.done[(c, rid)].error, ConsistencyError)
+
+
+
+# --- targeted reads ------------------------------------------------------------------------
+
+
+def reads_sent(net: Net) -> list[bytes]:
+    return [to for _, to, m in net.sent if type(m) is Read]
+
+
+def test_a_get_asks_only_as_many_home_replicas_as_its_level_needs_in_ring_order() -> None:
+    net = Net()
+    home = net.home("triple", b"k")
+    out = net.outsider("triple", b"k")
+    for level, n in (("one", 1), ("quorum", 2), ("all", 3)):
+        net.sent.clear()
+        rid = net.call(out, net.cores[out].get(net.now, "triple", b"k", level))
+        assert net.done[(out, rid)].ok
+        assert reads_sent(net) == home[:n]
+
+
+def test_a_get_at_one_on_a_home_replica_is_a_local_read() -> None:
+    net = Net()
+    _, b, _ = net.home("triple", b"k")
+    net.stores[b].put("triple", Record(b"k", b"v", Stamp(1_000, 0, nid(9))))
+    net.sent.clear()
+    rid = net.call(b, net.cores[b].get(net.now, "triple", b"k", "one"))
+    assert net.done[(b, rid)].record == Record(b"k", b"v", Stamp(1_000, 0, nid(9)))
+    assert net.sent == []  # nothing went over the network
+
+
+def test_a_replica_that_refuses_a_get_is_replaced_by_the_next_one() -> None:
+    net = Net()
+    a, b, _ = net.home("triple", b"k")
+    net.stores[a].put("triple", Record(b"k", b"future", Stamp(round((net.now + 60) * 1e6), 0, nid(9))))
+    net.stores[b].put("triple", Record(b"k", b"v", Stamp(1_000, 0, nid(9))))
+    out = net.outsider("triple", b"k")
+    rid = net.call(out, net.cores[out].get(net.now, "triple", b"k", "one"))
+    assert net.done[(out, rid)].record == Record(b"k", b"v", Stamp(1_000, 0, nid(9)))
+    assert reads_sent(net) == [a, b]
+
+
+def test_a_get_asks_the_other_replicas_when_one_stays_silent() -> None:
+    net = Net()
+    a, b, c = net.home("triple", b"k")
+    net.blocked_from.add(a)  # a is alive to the membership layer, but its answers are lost
+    out = net.outsider("triple", b"k")
+    rid = net.call(out, net.cores[out].get(net.now, "triple", b"k", "quorum"))
+    assert (out, rid) not in net.done and reads_sent(net) == [a, b]
+    net.advance(net.config.read_extra_after_s, step=net.config.read_extra_after_s)
+    assert net.done[(out, rid)].ok  # long before the request timeout
+    assert reads_sent(net) == [a, b, c] and net.cores[out].statistics().reads_extra == 1
+
+
+def test_a_down_replica_is_not_asked_and_zero_wait_asks_every_alive_one_at_once() -> None:
+    net = Net(KvConfig(hint_ttl_s=60.0, tombstone_resend_s=5.0, read_extra_after_s=0))
+    a, b, c = net.home("triple", b"k")
+    net.mark_down(a)
+    out = net.outsider("triple", b"k")
+    rid = net.call(out, net.cores[out].get(net.now, "triple", b"k", "one"))
+    assert net.done[(out, rid)].ok and reads_sent(net) == [b, c]
+
+
+@pytest.mark.parametrize("bad", [-0.1, 2.0, True, "0.1", float("nan")])
+def test_a_bad_read_extra_after_s_is_refused_by_name(bad: object) -> None:
+    with pytest.raises(ConfigError, match="read_extra_after_s"):
+        KvConfig(read_extra_after_s=bad)  # type: ignore[arg-type]
 
 
 # --- tombstones --------------------------------------------------------------------------

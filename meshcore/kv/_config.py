@@ -8,7 +8,12 @@ Consistency levels and what counts (the rule is also in `write_satisfied`):
   (`sloppy_quorum=False` counts home replicas only).
 - `all`: every home replica; hints never count, and a write for which a home replica is
   known to be down fails at once (nothing is sent).
-Reads count home replicas only (hints are not readable).
+Reads count home replicas only (hints are not readable). A get asks as many alive home
+replicas as its level needs (this node first when it is one, then in ring order); the others
+are asked too when one of those refuses, or when the get is still short of answers
+`read_extra_after_s` later (a replica alive to SWIM can still be slow). `read_extra_after_s=0`
+asks every alive home replica at once (Dynamo/Riak style: more read repair, ~1.5x the CPU of a
+get at `one`).
 
 Age bound: versions older than `hint_ttl_s` (by their stamp) are refused as direct writes and
 hints older than that are dropped; a tombstone is purged only once every replica acked it AND
@@ -56,6 +61,7 @@ class KvConfig:
     requests_max: int = 10_000
     pending_max: int = 10_000
     sloppy_quorum: bool = True
+    read_extra_after_s: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("request_timeout_s", "max_skew_s", "hint_ttl_s", "tick_s", "hint_retry_s",
@@ -67,6 +73,9 @@ class KvConfig:
             v = getattr(self, name)
             if type(v) is not int or v < 1:
                 raise ConfigError(f"{name} must be an int >= 1, got {v!r:.40}")
+        v = self.read_extra_after_s
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < self.request_timeout_s:
+            raise ConfigError(f"read_extra_after_s must be a number of seconds in [0, request_timeout_s), got {v!r:.40}")
         if self.hint_ttl_s <= self.request_timeout_s:
             raise ConfigError("hint_ttl_s must exceed request_timeout_s, or live writes are refused as stale")
         if type(self.sloppy_quorum) is not bool:

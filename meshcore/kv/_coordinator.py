@@ -4,9 +4,12 @@ A write is stamped with the node's HLC, placed (home replicas from the ring; eac
 replica that is down gets a stand-in holding a hint), sent, and completes when the acks
 satisfy its consistency level (`write_satisfied`; the counting rules are in `_config`), or
 fails with `ConsistencyError` as soon as the level becomes unreachable (refusals) or at the
-request timeout. A get asks the alive home replicas, completes with the newest version once
-enough have answered, and pushes that version to every replica that answered with an older
-one (read repair), including answers that arrive after completion, until the timeout.
+request timeout. A get asks as many alive home replicas as its level needs (this node first
+if it is one, so a get at `one` on a home replica is a local read), and the other alive ones
+when one of those refuses or `read_extra_after_s` passes without enough answers; it completes
+with the newest version once enough have answered, and pushes that version to every replica
+that answered with an older one (read repair), including answers that arrive after
+completion, until the timeout.
 
 A hand-off copies a version this node holds but is no longer a home replica of (the ring
 changed) to every home replica, with its own stamp, through the write path at level `all`
@@ -71,6 +74,7 @@ class _ReadReq:
     namespace: str
     key: bytes
     asked: set[bytes]
+    spare: list[bytes]  # alive home replicas not asked yet, in the order to ask them
     replies: dict[bytes, Record | None] = field(default_factory=dict)
     refused: dict[bytes, str] = field(default_factory=dict)
     done: bool = False
@@ -89,6 +93,7 @@ class CoordinatorStatistics:
     handoffs_failed: int = 0
     late_or_unknown_replies: int = 0
     skewed_replies: int = 0
+    reads_extra: int = 0  # gets that asked their other home replicas after read_extra_after_s
 
 
 class Coordinator:
@@ -257,20 +262,42 @@ class Coordinator:
         lv = self._level(level)
         home = self._view.replicas(ns, k)
         rid = self._new_id()
-        asked = [n for n in home if self._view.is_alive(n)]
+        alive = [n for n in home if self._view.is_alive(n)]
         need = acks_required(lv, ns.replicas)
-        if len(asked) < need:
+        if len(alive) < need:
             self.stats.reads_failed += 1
             return rid, [Completed(rid, error=ConsistencyError(
-                f"{lv.value} read of {ns.name!r} needs {need} home replicas, only {len(asked)} alive"))]
-        self._reads[rid] = _ReadReq(lv, ns.replicas, ns.name, k, set(asked), confirm=confirm)
-        msg = Read(request_id=rid, coordinator=self._me, namespace=ns.name, key=k)
-        effects, to_me = self._fan_out(asked, msg)
-        effects.append(SetTimer(now + self._config.request_timeout_s, KvTimer("request", rid)))
+                f"{lv.value} read of {ns.name!r} needs {need} home replicas, only {len(alive)} alive"))]
+        if self._me in alive:
+            alive.remove(self._me)
+            alive.insert(0, self._me)
+        first = need if self._config.read_extra_after_s > 0 else len(alive)
+        req = _ReadReq(lv, ns.replicas, ns.name, k, set(), alive[first:], confirm=confirm)
+        self._reads[rid] = req
+        effects = [SetTimer(now + self._config.request_timeout_s, KvTimer("request", rid))]
+        if req.spare:
+            effects.append(SetTimer(now + self._config.read_extra_after_s, KvTimer("read_extra", rid)))
+        return rid, effects + self._ask(now, rid, req, alive[:first])
+
+    def _ask(self, now: float, rid: int, req: _ReadReq, nodes: list[bytes]) -> list[KvEffect]:
+        req.asked.update(nodes)
+        msg = Read(request_id=rid, coordinator=self._me, namespace=req.namespace, key=req.key)
+        effects, to_me = self._fan_out(nodes, msg)
         if to_me:
             assert self.local is not None
             effects += self.local(now, msg)
-        return rid, effects
+        return effects
+
+    def on_read_extra_timer(self, now: float, rid: int) -> list[KvEffect]:
+        """`read_extra_after_s` after a get began: if it still lacks answers, ask the
+        alive home replicas not asked yet."""
+        req = self._reads.get(rid)
+        if req is None or req.done or not req.spare:
+            return []
+        spare = [n for n in req.spare if self._view.is_alive(n)]
+        req.spare = []
+        self.stats.reads_extra += 1
+        return self._ask(now, rid, req, spare)
 
     def on_read_reply(self, now: float, reply: ReadReply) -> list[KvEffect]:
         rid = reply.request_id
@@ -280,21 +307,29 @@ class Coordinator:
             self.stats.late_or_unknown_replies += 1
             return []
         if reply.status is not Status.OK:
-            req.refused[s] = f"{short_id(s)}: {reply.status.name.lower()}"
-        else:
-            rec = None
-            if reply.stamp is not None:
-                try:
-                    self._hlc.observe(now, reply.stamp)
-                except ClockSkewError as exc:
-                    self.stats.skewed_replies += 1
-                    req.refused[s] = f"{short_id(s)}: {exc}"[:200]
-                    return self._read_progress(now, rid, req)
-                rec = Record(req.key, reply.value, reply.stamp)
-            req.replies[s] = rec
-            if rec is not None and newer(rec, req.newest):
-                req.newest = rec
+            return self._read_refused(now, rid, req, s, reply.status.name.lower())
+        rec = None
+        if reply.stamp is not None:
+            try:
+                self._hlc.observe(now, reply.stamp)
+            except ClockSkewError as exc:
+                self.stats.skewed_replies += 1
+                return self._read_refused(now, rid, req, s, str(exc))
+            rec = Record(req.key, reply.value, reply.stamp)
+        req.replies[s] = rec
+        if rec is not None and newer(rec, req.newest):
+            req.newest = rec
         return self._read_progress(now, rid, req)
+
+    def _read_refused(self, now: float, rid: int, req: _ReadReq, node: bytes, why: str) -> list[KvEffect]:
+        req.refused[node] = f"{short_id(node)}: {why}"[:200]
+        effects: list[KvEffect] = []
+        while req.spare and not req.done:  # ask the next alive one in its place
+            nxt = req.spare.pop(0)
+            if self._view.is_alive(nxt):
+                effects = self._ask(now, rid, req, [nxt])
+                break
+        return effects + self._read_progress(now, rid, req)
 
     def _read_progress(self, now: float, rid: int, req: _ReadReq) -> list[KvEffect]:
         effects: list[KvEffect] = []
@@ -308,8 +343,8 @@ class Coordinator:
                 "newer one, and it is too old to push: the copy stays")))
         if req.done:
             effects += self._repairs(now, req)
-        elif len(req.asked) - len(req.refused) < need:
-            self._reads.pop(rid)
+        elif len(req.asked) - len(req.refused) + len(req.spare) < need:
+            self._reads.pop(rid, None)
             self.stats.reads_failed += 1
             return [Completed(rid, error=ConsistencyError(
                 f"{req.level.value} read refused: needed {need} replies, refusals: "

@@ -54,6 +54,7 @@ class KvStatistics:
     writes_failed: int
     reads_ok: int
     reads_failed: int
+    reads_extra: int
     repairs_sent: int
     repairs_applied: int
     handoffs_ok: int
@@ -197,6 +198,8 @@ class KvCore:
     def on_timer(self, now: float, timer: KvTimer) -> list[KvEffect]:
         if timer.kind == "request":
             return self.coordinator.on_request_timer(now, timer.token)
+        if timer.kind == "read_extra":
+            return self.coordinator.on_read_extra_timer(now, timer.token)
         if timer.kind == "tick":
             if timer.token != self._tick_token:
                 return []
@@ -221,7 +224,8 @@ class KvCore:
         c, r = self.coordinator.stats, self.replica.stats
         return KvStatistics(
             writes_ok=c.writes_ok, writes_failed=c.writes_failed, reads_ok=c.reads_ok,
-            reads_failed=c.reads_failed, repairs_sent=c.repairs_sent, repairs_applied=r.repairs_applied,
+            reads_failed=c.reads_failed, reads_extra=c.reads_extra, repairs_sent=c.repairs_sent,
+            repairs_applied=r.repairs_applied,
             handoffs_ok=c.handoffs_ok, handoffs_failed=c.handoffs_failed,
             hints_stored=r.hints_stored, hints_delivered=r.hints_delivered, hints_expired=r.hints_expired,
             tombstones_purged=r.tombstones_purged, tombstones_tracked=self.replica.tracked_tombstones(),

@@ -31,7 +31,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class KvTimer:
-    """`kind` is "request" (token = request id) or "tick" (the periodic housekeeping)."""
+    """`kind` is "request" (token = request id: its timeout), "read_extra" (token = request
+    id: ask a get's other home replicas) or "tick" (the periodic housekeeping)."""
 
     kind: str
     token: int = 0
