@@ -366,33 +366,50 @@ async def test_a_closed_store_refuses_a_write_without_waiting(tmp_path: Path) ->
         s.put_many_nowait("photos", [rec(b"k", b"v", 1)], lambda won, error: None)
 
 
-async def test_unreported_writes_queued_together_commit_as_one_statement_under_lww(
+
+async def test_writes_queued_together_commit_as_one_statement_under_lww_and_say_who_won(
         store: Store, tmp_path: Path) -> None:
     await store.put_many("photos", [rec(b"k", b"kept", 9)])
     side = sqlite3.connect(tmp_path / "node.db", isolation_level=None)
     side.execute("BEGIN IMMEDIATE")  # the writer blocks: the rest queue behind it
     out = Outcomes()
-    store.put_many_nowait("photos", [rec(b"first", b"v", 1)], out.for_("first"), report=False)
-    # Versions of one key in the same batch, newest in the middle; an older one than stored.
-    store.put_many_nowait("photos", [rec(b"a", b"1", 1), rec(b"a", b"3", 3)], out.for_("a"), report=False)
-    store.put_many_nowait("photos", [rec(b"a", b"2", 2), rec(b"k", b"older", 4)], out.for_("b"), report=False)
-    store.put_many_nowait("photos", [rec(b"t", None, 5)], out.for_("c"), report=False)
+    store.put_many_nowait("photos", [rec(b"first", b"v", 1)], out.for_("first"))
+    # Versions of one key in the same batch, in and out of order; one older than stored.
+    store.put_many_nowait("photos", [rec(b"a", b"1", 1), rec(b"a", b"3", 3)], out.for_("a"))
+    store.put_many_nowait("photos", [rec(b"a", b"2", 2), rec(b"k", b"older", 4)], out.for_("b"))
+    store.put_many_nowait("photos", [rec(b"t", None, 5)], out.for_("c"))
     statements: list[str] = []
     store._writer._conn.set_trace_callback(statements.append)  # runs on the writer thread
     side.execute("COMMIT")
     side.close()
     await out.wait(4)
-    assert [(won, error) for _, won, error in out.got] == [(None, None)] * 4
+    store._writer._conn.set_trace_callback(None)
+    got = {name: (won, error) for name, won, error in out.got}
+    # Some lost ("2", the older k), so the stored versions say who won: "1" was superseded
+    # by "3" in the same group and counts as lost too (a watcher sees only "3").
+    assert got == {"first": ([True], None), "a": ([False, True], None), "b": ([False, False], None),
+                   "c": ([True], None)}
     assert await store.get("photos", b"a") == rec(b"a", b"3", 3)
     assert await store.get("photos", b"k") == rec(b"k", b"kept", 9)
     t = await store.get("photos", b"t")
     assert t is not None and t.is_tombstone
-    # The writer was blocked on "first" or on all four: either way the three queued behind
-    # it went in as one statement, its own transaction (no BEGIN/COMMIT around it).
-    store._writer._conn.set_trace_callback(None)
-    assert all(sql.lstrip().startswith("INSERT INTO records") for sql in statements), statements
-    assert 1 <= len(statements) <= 2 and statements[-1].count("'photos'") >= 5
+    # The writer was blocked on "first" or on all four: either way the three queued behind it
+    # went in as one statement, its own transaction (no BEGIN/COMMIT), then one read back.
+    writes = [sql for sql in statements if not sql.lstrip().startswith("SELECT")]
+    assert all(sql.lstrip().startswith("INSERT INTO records") for sql in writes), statements
+    assert 1 <= len(writes) <= 2 and writes[-1].count("'photos'") >= 5
     assert store.statistics().failed_commits == 0
+
+
+async def test_a_merged_commit_where_every_record_wins_reads_nothing_back(store: Store) -> None:
+    statements: list[str] = []
+    store._writer._conn.set_trace_callback(statements.append)
+    out = Outcomes()
+    store.put_many_nowait("photos", [rec(b"x", b"1", 1), rec(b"x", b"2", 2), rec(b"y", None, 1)], out.for_("x"))
+    await out.wait(1)
+    store._writer._conn.set_trace_callback(None)
+    assert out.got == [("x", [True, True, True], None)]
+    assert not any(sql.lstrip().startswith("SELECT") for sql in statements), statements
 
 
 async def test_a_bad_record_in_a_merged_commit_fails_only_its_own_write(store: Store, tmp_path: Path) -> None:
@@ -401,15 +418,15 @@ async def test_a_bad_record_in_a_merged_commit_fails_only_its_own_write(store: S
                  "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
     side.execute("BEGIN IMMEDIATE")
     out = Outcomes()
-    store.put_many_nowait("photos", [rec(b"first", b"v", 1)], out.for_("first"), report=False)
-    store.put_many_nowait("photos", [rec(b"g1", b"v", 1)], out.for_("g1"), report=False)
-    store.put_many_nowait("photos", [rec(b"ok", b"v", 1), rec(b"bad", b"v", 1)], out.for_("bad"), report=False)
-    store.put_many_nowait("photos", [rec(b"g2", b"v", 1)], out.for_("g2"), report=False)
+    store.put_many_nowait("photos", [rec(b"first", b"v", 1)], out.for_("first"))
+    store.put_many_nowait("photos", [rec(b"g1", b"v", 1)], out.for_("g1"))
+    store.put_many_nowait("photos", [rec(b"ok", b"v", 1), rec(b"bad", b"v", 1)], out.for_("bad"))
+    store.put_many_nowait("photos", [rec(b"g2", b"v", 1)], out.for_("g2"))
     side.execute("COMMIT")
     side.close()
     await out.wait(4)
     got = {name: (won, error) for name, won, error in out.got}
-    assert got["first"] == got["g1"] == got["g2"] == (None, None)
+    assert got["first"] == got["g1"] == got["g2"] == ([True], None)
     won, error = got["bad"]
     assert won is None and isinstance(error, StorageError) and "disk says no" in str(error)
     assert await store.get("photos", b"ok") is None and await store.get("photos", b"bad") is None
@@ -417,11 +434,11 @@ async def test_a_bad_record_in_a_merged_commit_fails_only_its_own_write(store: S
     assert store.statistics().failed_commits == 2  # the merged group, then the bad write alone
 
 
-async def test_an_unreported_write_larger_than_one_statement_is_still_one_transaction(store: Store) -> None:
+async def test_a_write_larger_than_one_statement_is_still_one_transaction(store: Store) -> None:
     out = Outcomes()
     records = [rec(b"k%04d" % i, b"v", 1) for i in range(300)] + [rec(b"k0000", b"w", 2)]
-    store.put_many_nowait("photos", records, out.for_("big"), report=False)
+    store.put_many_nowait("photos", records, out.for_("big"))
     await out.wait(1)
-    assert out.got == [("big", None, None)]
+    assert out.got == [("big", [True] * 301, None)]
     assert await store.get("photos", b"k0000") == rec(b"k0000", b"w", 2)
     assert await store.get("photos", b"k0299") == rec(b"k0299", b"v", 1)

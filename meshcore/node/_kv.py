@@ -178,9 +178,8 @@ class NodeKv:
 
     def watch(self, namespace: str, prefix: bytes | str = b"") -> Watch:
         """Changes applied on this node (as a replica) to keys with `prefix`; use as
-        `async with node.kv.watch(ns) as w: async for change in w: ...`. A watch sees the
-        writes this node hands to its store after the watch began (one already queued when
-        it began may commit unseen: read the key if that matters)."""
+        `async with node.kv.watch(ns) as w: async for change in w: ...`. Versions of one key
+        that land in the same group commit may come as the newest one only."""
         return self.service.watch(namespace, as_key(prefix) if prefix else b"")
 
     def namespaces(self) -> list[Namespace]:

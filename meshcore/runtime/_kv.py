@@ -38,9 +38,8 @@ until then it stays and is counted in `handoff_stuck`. A pass runs `handoff_sett
 a ring change, and again while keys remain (a home replica down or refusing), every
 `handoff_interval_s`, doubling up to an hour while nothing changes. Namespaces: `define` (persisted, then the
 core learns it); definitions are pulled from each peer that comes alive and from a random
-live peer every `namespace_pull_s` (gossip on creation is the fast path, not the only one). Watchers see each record this node durably applies (as a home replica)
-from writes handed to the store after the watch began, in apply order (while a namespace has
-no watcher, its writes go to the store without asking which records won); a slow watcher loses its oldest changes (counted).
+live peer every `namespace_pull_s` (gossip on creation is the fast path, not the only one). Watchers see each record this node durably applies (as a home replica),
+in apply order (a version superseded within one group commit may be skipped); a slow watcher loses its oldest changes (counted).
 
 Limits: `outbox_messages_max` queued messages per peer (beyond: dropped, counted, the
 request times out), `scan_records_max` per scan, `watchers_max`, and `hello_bytes_max`.
@@ -597,12 +596,8 @@ class KvService:
 
     def _submit_persists(self, namespace: str, effects: list[Persist]) -> None:
         records = [r for e in effects for r in e.records]
-        # Which records won matters only to watchers of the namespace; without any, the
-        # store may merge this write with others into one statement.
-        report = any(w.namespace == namespace for w in self._watchers)
         try:
-            self._store.put_many_nowait(namespace, records, functools.partial(self._persisted, namespace, effects),
-                                        report=report)
+            self._store.put_many_nowait(namespace, records, functools.partial(self._persisted, namespace, effects))
         except (StorageError, NamespaceError, RecordError):
             self._persist_each(effects)
 
@@ -620,18 +615,17 @@ class KvService:
         if not self._running:
             return  # the service stopped; the store finishes its queue on close
         try:
-            if error is not None:
+            if error is not None or won is None:
                 self._persist_each(effects)
                 return
             core = self.core
             assert core is not None
             i = 0
             for e in effects:
-                if won is not None:  # reported: someone watched the namespace at queue time
-                    for rec in e.records:
-                        if won[i]:
-                            self._notify(namespace, rec)
-                        i += 1
+                for rec in e.records:
+                    if won[i]:
+                        self._notify(namespace, rec)
+                    i += 1
                 self._perform(core.on_persisted(self._now(), e.token))
         except BaseException as exc:  # noqa: BLE001 - handed over, re-raised by the pump
             self._crashed = exc

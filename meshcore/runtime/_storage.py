@@ -17,12 +17,13 @@ power, and group commit already amortises the fsync.) ``synchronous="normal"`` i
 for benchmarks and tests that accept that trade.
 
 Last-writer-wins is applied inside the transaction (`put_many` reports which records won),
-so concurrent writers cannot lose a newer version. A group of `put_many_nowait(...,
-report=False)` writes (no one asks which records won: the kv service's writes to a namespace
-nobody watches) goes in as one multi-row upsert outside BEGIN/COMMIT, its own transaction:
-each SQLite call makes the writer thread give up the GIL and wait to get it back from the
-busy trio thread, so one call per group commit instead of one per record plus two costs
-that thread less (measured: 2.5-6.5 % less CPU per kv put). A failed group commit is rolled back whole
+so concurrent writers cannot lose a newer version. A group commit of only `put_many_nowait`
+writes (the kv service's path) goes in as one multi-row upsert outside BEGIN/COMMIT, its own
+transaction: each SQLite call makes the writer thread give up the GIL and wait to get it
+back from the busy trio thread, so one call per group commit instead of one per record plus
+two costs that thread less. Which records won then comes from the connection's change count
+(all of them, the common case) or, when some lost, from reading back the stored versions
+(a version superseded by a newer one of the same key in the same group is reported as lost). A failed group commit is rolled back whole
 and its writes are retried one transaction each, so a write that fails (disk full, I/O
 error, a corrupt page) raises `StorageError` with nothing of it applied, and does not take
 its neighbours down with it.
@@ -137,8 +138,8 @@ class _Op:
     done: Callable[[Any, BaseException | None], None] = lambda result, error: None  # set by the submitter
     result: Any = None
     error: BaseException | None = None
-    #: An unreported record put: its upsert parameters, flat, 4 per row. The writer may
-    #: merge such ops into one statement (see `_Writer._merged`).
+    #: A `put_many_nowait`: its upsert parameters, flat, 4 per row. The writer may merge
+    #: such ops into one statement (see `_Writer._merged`).
     params: list[Any] | None = None
 
 
@@ -246,8 +247,8 @@ class _Writer:
 
     @staticmethod
     def _merged(batch: list[_Op]) -> list[Any] | None:
-        """The parameters of one upsert for the whole batch, if it holds only unreported
-        record puts of at most `_UPSERT_ROWS_MAX` rows in all; else None."""
+        """The parameters of one upsert for the whole batch, if it holds only
+        `put_many_nowait` writes of at most `_UPSERT_ROWS_MAX` rows in all; else None."""
         params: list[Any] = []
         for op in batch:
             if op.params is None:
@@ -263,9 +264,18 @@ class _Writer:
                 # fsynced) when it ends. Every SQLite call hands the GIL to the busy trio
                 # thread and waits to get it back: one call instead of one per record plus
                 # BEGIN and COMMIT is most of what a group commit costs that thread.
-                conn.execute(_upsert_rows(len(merged) // 4), merged)
-                for op in batch:
-                    op.result = None
+                rows = len(merged) // 4
+                before = conn.total_changes
+                conn.execute(_upsert_rows(rows), merged)
+                if conn.total_changes - before == rows:  # every row was inserted or updated
+                    for op in batch:
+                        op.result = [True] * (len(op.params or ()) // 4)
+                else:
+                    stored = _stored_versions(conn, merged)
+                    for op in batch:
+                        p = op.params or []
+                        op.result = [stored.get((p[i], p[i + 1])) == (p[i + 2], p[i + 3])
+                                     for i in range(0, len(p), 4)]
             else:
                 conn.execute("BEGIN IMMEDIATE")
                 for op in batch:
@@ -325,6 +335,19 @@ class _Writer:
                 except queue.Empty:
                     break
                 batch = [] if item is _STOP else [item]
+
+
+@functools.cache
+def _versions_of(n: int) -> str:
+    return ("SELECT ns, key, stamp, value FROM records WHERE (ns, key) IN (VALUES "
+            + ", ".join(["(?, ?)"] * n) + ")")
+
+
+def _stored_versions(conn: sqlite3.Connection, params: list[Any]) -> dict[tuple[str, bytes], tuple[bytes, Any]]:
+    """(namespace, key) -> (stamp, value) stored now, for the rows of upsert `params`."""
+    pairs = [v for i in range(0, len(params), 4) for v in params[i:i + 2]]
+    rows = conn.execute(_versions_of(len(pairs) // 2), pairs).fetchall()
+    return {(ns, key): (stamp, value) for ns, key, stamp, value in rows}
 
 
 def _answer_all(batch: list[_Op]) -> None:
@@ -445,32 +468,19 @@ class Store:
             if type(r) is not Record:
                 raise RecordError(f"expected Record values, got {type(r).__name__}")
 
-    def _put_op(self, namespace: str, records: Sequence[Record], *, report: bool = True) -> _Op:
-        """Check the records (raises on misuse) and build the writer's upsert for them;
-        shared by `put_many` and `put_many_nowait`. `report`: find out which records won
-        (one statement per record); without it they go in as few statements as possible,
-        and the result is None."""
+    def _put_op(self, namespace: str, records: Sequence[Record], *, mergeable: bool = False) -> _Op:
+        """Check the records (raises on misuse) and build the writer's upsert for them (one
+        statement per record, so that each says whether it won); shared by `put_many` and
+        `put_many_nowait`. `mergeable`: the writer may instead merge it with the rest of a
+        group commit into one statement (`_Writer._merged`)."""
         self._check_records(namespace, records)
-        size = sum(r.size_bytes() for r in records)
-        if report:
-            rows = [(namespace, r.key, r.stamp.to_bytes(), r.value) for r in records]
+        rows = [(namespace, r.key, r.stamp.to_bytes(), r.value) for r in records]
 
-            def upsert_each(conn: sqlite3.Connection) -> list[bool]:
-                return [conn.execute(_UPSERT, row).rowcount == 1 for row in rows]
+        def upsert_each(conn: sqlite3.Connection) -> list[bool]:
+            return [conn.execute(_UPSERT, row).rowcount == 1 for row in rows]
 
-            return _Op(upsert_each, size)
-        params: list[Any] = []
-        for r in records:
-            params += (namespace, r.key, r.stamp.to_bytes(), r.value)
-
-        def upsert_all(conn: sqlite3.Connection) -> None:
-            step = 4 * _UPSERT_ROWS_MAX
-            for i in range(0, len(params), step):
-                chunk = params[i:i + step]
-                conn.execute(_upsert_rows(len(chunk) // 4), chunk)
-            return None
-
-        return _Op(upsert_all, size, params=params)
+        params = [v for row in rows for v in row] if mergeable else None
+        return _Op(upsert_each, sum(r.size_bytes() for r in records), params=params)
 
     async def put_many(self, namespace: str, records: Sequence[Record]) -> list[bool]:
         """Store records under last-writer-wins; return, per record, whether it won.
@@ -482,13 +492,10 @@ class Store:
         return result
 
     def put_many_nowait(self, namespace: str, records: Sequence[Record],
-                        on_done: Callable[[list[bool] | None, BaseException | None], None], *,
-                        report: bool = True) -> None:
+                        on_done: Callable[[list[bool] | None, BaseException | None], None]) -> None:
         """`put_many` without a task waiting on it: queue the records for the next group
         commit and return at once; `on_done(won, None)` runs on the trio thread once that
         commit is durable, `on_done(None, error)` if it failed (nothing of it applied).
-        `report=False`: the caller does not need to know which records won; `won` is then
-        None, and the writer can commit many such writes as one statement (cheaper).
 
         Misuse raises here, before anything is queued, exactly as `put_many` does; a closed
         or dead store raises `StorageError`. `on_done` must not raise (it runs as a trio
@@ -497,7 +504,7 @@ class Store:
         """
         self._check_open()
 
-        op = self._put_op(namespace, records, report=report)
+        op = self._put_op(namespace, records, mergeable=True)
 
         def done(result: Any, error: BaseException | None) -> None:
             self._queued_nowait -= 1
