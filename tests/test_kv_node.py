@@ -505,3 +505,29 @@ async def test_a_store_failing_during_a_hand_off_pass_is_counted_and_the_node_ke
         monkeypatch.undo()
         await a.kv.put("disk", keys[0], b"still here", consistency="all")
         assert await a.kv.get("disk", keys[0], consistency="all") == b"still here"
+
+
+async def test_the_sessions_of_one_round_share_one_read_of_the_store(tmp_path: Path) -> None:
+    async with kv_mesh(tmp_path, ["a", "b", "c"]) as mesh:
+        a, c = mesh.nodes["a"], mesh.nodes["c"]
+        await a.kv.create_namespace("ae3", replicas=3)
+        await wait_for_namespace(mesh, "ae3")
+        from meshcore.kv import HLC, Record
+
+        hlc = HLC(a.node_id, 0.5)
+        await a.kv.service._store.put_many("ae3", [Record(b"k%d" % i, b"v", hlc.now(time.time())) for i in range(20)])
+        svc = a.kv.service
+        before = svc.counters["ae_snapshots"]
+        assert await svc.reconcile_all() == 2  # with b and with c
+        assert svc.counters["ae_snapshots"] == before + 1
+        while await c.kv.service._store.get("ae3", b"k19") is None:
+            await trio.sleep(0.05)
+        assert await svc.reconcile_all() == 2  # within ae_snapshot_s: the same snapshot
+        assert svc.counters["ae_snapshots"] == before + 1
+        # A ring change makes the next session read afresh, whatever the snapshot's age.
+        ring = svc.core.view.ring  # type: ignore[union-attr]
+        b_member = next(m for m in ring.members() if m.node == mesh.nodes["b"].node_id)
+        ring.remove(b_member.node)
+        ring.add(b_member)
+        assert await svc.reconcile_all() == 2
+        assert svc.counters["ae_snapshots"] == before + 2

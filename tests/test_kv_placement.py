@@ -223,3 +223,49 @@ def test_a_caller_changing_the_returned_list_does_not_change_the_cached_placemen
     first = ring.replicas_for(ns, b"k")
     first.clear()
     assert len(ring.replicas_for(ns, b"k")) == 2
+
+
+@settings(max_examples=40)
+@given(layouts, namespaces, st.integers(1, 4))
+def test_co_replicas_are_exactly_the_nodes_a_node_shares_keys_with(
+    members: list[RingMember], ns: Namespace, vnodes: int
+) -> None:
+    ring = Ring(members, vnodes_per_node=vnodes)
+    by_node = {m.node: m for m in members}
+    if len({m.site for m in members if ns.allows(m.region)}) < ns.replicas:
+        assert all(ring.co_replicas(ns, m.node) == frozenset() for m in members)
+        return
+    # The definition, walked by hand: the keys just before each point of the ring start
+    # their walk there; their replicas are the first nodes on distinct sites from it.
+    pts = list(ring._eligible_points(ns))
+    expected: dict[bytes, set[bytes]] = {m.node: set() for m in members}
+    for start in range(len(pts)):
+        reps: list[bytes] = []
+        for i in range(len(pts)):
+            n = pts[(start + i) % len(pts)][1]
+            if n not in reps and by_node[n].site not in {by_node[r].site for r in reps}:
+                reps.append(n)
+            if len(reps) == ns.replicas:
+                break
+        for n in reps:
+            expected[n].update(r for r in reps if r != n)
+    # And what keys actually do: every pair sharing a key is in there.
+    for i in range(500):
+        reps = ring.replicas_for(ns, b"co-%d" % i)
+        for n in reps:
+            assert set(reps) - {n} <= ring.co_replicas(ns, n)
+    for m in members:
+        assert ring.co_replicas(ns, m.node) == expected[m.node]
+
+
+def test_co_replicas_follow_membership_changes_and_leave_most_nodes_out_of_a_big_ring() -> None:
+    members = [RingMember(node(i), f"s{i}", "r1") for i in range(200)]
+    ring = Ring(members, vnodes_per_node=8)
+    ns = Namespace(name="ns", replicas=2)
+    peers = ring.co_replicas(ns, node(0))
+    assert 0 < len(peers) <= 2 * 8 * 2  # neighbours on each side of each of its 8 points
+    newcomer = RingMember(node(999), "s999", "r1")
+    ring.add(newcomer)
+    assert all(node(0) in ring.co_replicas(ns, p) for p in ring.co_replicas(ns, node(0)))
+    ring.remove(node(999))
+    assert ring.co_replicas(ns, node(0)) == peers

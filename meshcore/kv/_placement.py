@@ -18,8 +18,9 @@ Limits: `vnodes_per_node` in [1, 1024]; a walk visits at most every eligible poi
 Filtered point lists are cached per territory; the replicas a walk finds are cached per
 starting point (the walk from a point does not depend on the key that led there, so a new
 key costs one hash and one bisection); and the answers for the last `KEY_CACHE_MAX` keys
-are kept (each request asks several times: its coordinator and every replica). All three
-are dropped on any membership change.
+are kept (each request asks several times: its coordinator and every replica). All three,
+and each node's co-replicas (`co_replicas`: its anti-entropy peers), are dropped on any
+membership change.
 """
 
 from __future__ import annotations
@@ -97,6 +98,10 @@ class Ring:
         self._by_territory: dict[tuple[str, ...], SortedList] = {}
         self._placed: dict[tuple[tuple[str, ...], int, int], tuple[bytes, ...]] = {}
         self._by_key: dict[tuple[str, tuple[str, ...], int, bytes], tuple[bytes, ...]] = {}
+        self._co: dict[tuple[tuple[str, ...], int, bytes], frozenset[bytes]] = {}
+        #: Counts membership changes: an answer computed under one generation holds as
+        #: long as the generation is the same.
+        self.generation = 0
         for m in members:
             self.add(m)
 
@@ -116,9 +121,7 @@ class Ring:
         if old is None:
             self._points.update(self._node_points(member.node))
         self._members[member.node] = member
-        self._by_territory.clear()
-        self._placed.clear()
-        self._by_key.clear()
+        self._forget()
 
     def remove(self, node: bytes) -> None:
         """Remove a member (left or declared dead). Unknown nodes are ignored."""
@@ -126,9 +129,15 @@ class Ring:
             return
         for p in self._node_points(node):
             self._points.remove(p)
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop every cached answer: the membership changed."""
+        self.generation += 1
         self._by_territory.clear()
         self._placed.clear()
         self._by_key.clear()
+        self._co.clear()
 
     def __contains__(self, node: object) -> bool:
         return node in self._members
@@ -221,6 +230,33 @@ class Ring:
             self._by_key.clear()
         self._by_key[kk] = hit
         return list(hit)
+
+    def co_replicas(self, ns: Namespace, node: bytes) -> frozenset[bytes]:
+        """The nodes that are home replicas of some key of `ns` together with `node` (its
+        anti-entropy peers): the union of the placements, from every eligible starting
+        point, that hold `node`. Empty if `ns` cannot be placed. Cached until the
+        membership changes (one walk per point the first time: ~0.1 s at 400 nodes)."""
+        ck = (ns.regions, ns.replicas, node)
+        hit = self._co.get(ck)
+        if hit is not None:
+            return hit
+        pts = self._eligible_points(ns)
+        found: set[bytes] = set()
+        try:
+            for start in range(len(pts)):
+                pk = (ns.regions, ns.replicas, start)
+                placed = self._placed.get(pk)
+                if placed is None:
+                    placed = tuple(self._place(ns, pts, start))
+                    if len(self._placed) < PLACEMENT_CACHE_MAX:
+                        self._placed[pk] = placed
+                if node in placed:
+                    found.update(placed)
+        except PlacementError:
+            found.clear()
+        found.discard(node)
+        result = self._co[ck] = frozenset(found)
+        return result
 
     def _place(self, ns: Namespace, pts: SortedList, start: int) -> list[bytes]:
         chosen: list[bytes] = []

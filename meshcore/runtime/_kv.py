@@ -101,7 +101,7 @@ from ..kv import (
 )
 from ..kv._messages import Repair
 from ._antientropy import AntiEntropyConfig, AntiEntropyDriver
-from ._kvstore import KvReader, PeerReplica
+from ._kvstore import KvReader, PeerReplica, VersionSnapshot
 from ._storage import Store
 
 __all__ = ["KvServiceConfig", "KvService", "Change", "Watch", "UNSET_REGION"]
@@ -136,6 +136,9 @@ class KvServiceConfig:
     #: Anti-entropy: each namespace is reconciled with each replica peer about this often.
     ae_interval_s: float = 60.0
     ae_bytes_per_s: float = 1024 * 1024
+    #: Sessions starting within this long of one read of a namespace's versions share it
+    #: (a ring change always makes a fresh one).
+    ae_snapshot_s: float = 5.0
     #: Each node pulls the namespace definitions of a random peer about this often.
     namespace_pull_s: float = 5.0
     #: "full" survives power loss, "normal" only process crashes (see runtime._storage).
@@ -155,7 +158,7 @@ class KvServiceConfig:
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout_s", "reconnect_backoff_s", "rpc_timeout_s", "ae_interval_s",
-                     "ae_bytes_per_s", "namespace_pull_s", "handoff_settle_s", "handoff_interval_s",
+                     "ae_bytes_per_s", "ae_snapshot_s", "namespace_pull_s", "handoff_settle_s", "handoff_interval_s",
                      "left_reclaim_s", "down_reclaim_s"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
@@ -299,7 +302,11 @@ class KvService:
             ("links_refused", "hello_bad", "outbox_dropped", "connect_failed", "storage_errors",
              "ae_sessions", "ae_failed", "ae_records_applied", "namespace_conflicts", "watch_dropped",
              "link_batches_sent", "link_messages_sent", "handoff_passes", "handoff_dropped",
-             "handoff_deferred", "handoff_stuck"), 0)
+             "handoff_deferred", "handoff_stuck", "ae_snapshots"), 0)
+        # Anti-entropy: one snapshot of each namespace's versions, shared by the sessions
+        # starting within ae_snapshot_s (_snapshot).
+        self._snapshots: dict[str, VersionSnapshot] = {}
+        self._snapshot_locks: dict[str, trio.Lock] = {}
         self.on_namespace: Callable[[Namespace], None] = lambda ns: None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -1029,25 +1036,46 @@ class KvService:
     # --- anti-entropy -------------------------------------------------------------------------
 
     def _replica_peers(self, ns: Namespace) -> list[bytes]:
+        """The alive members this node shares keys of `ns` with (by the ring): its
+        anti-entropy peers. In a big ring a small part of the members (at 400 nodes with 64
+        points each: ~110 of 399 for 2 replicas), not every member of the territory."""
         core = self.core
         assert core is not None
         if not ns.allows(self.me.region):
             return []
-        return sorted(m.node for m in core.view.ring.members()
-                      if m.node != self.me.node and ns.allows(m.region) and core.view.is_alive(m.node))
+        return sorted(n for n in core.view.ring.co_replicas(ns, self.me.node) if core.view.is_alive(n))
 
-    def _keep_for(self, ns: Namespace, peer: bytes) -> Callable[[bytes], bool]:
-        core = self.core
-        assert core is not None
+    async def _session_replica(self, ns: Namespace, peer: bytes) -> PeerReplica:
+        """The replica of one session with `peer`: the keys both are home replicas of, from
+        a snapshot of the namespace at most `ae_snapshot_s` old (under the current ring)."""
+        snapshot = await self._snapshot(ns)
+        return await PeerReplica.build(self._reader, ns.name, snapshot.shared(self.me.node, peer),
+                                       self._apply_repair)
 
-        def keep(key: bytes) -> bool:
-            try:
-                home = core.view.replicas(ns, key)
-            except MeshError:
-                return False
-            return peer in home and self.me.node in home
+    async def _snapshot(self, ns: Namespace) -> VersionSnapshot:
+        core = self._require()
+        ring = core.view.ring
+        async with self._snapshot_locks.setdefault(ns.name, trio.Lock()):
+            snap = self._snapshots.get(ns.name)
+            if (snap is not None and snap.generation == ring.generation
+                    and trio.current_time() - snap.built_at <= self.config.ae_snapshot_s):
+                return snap
 
-        return keep
+            def placement(key: bytes) -> tuple[bytes, ...] | None:
+                try:
+                    return tuple(core.view.replicas(ns, key))
+                except MeshError:
+                    return None
+
+            for attempt in range(3):
+                started = trio.current_time()
+                fresh = await VersionSnapshot.build(self._reader, ns.name, placement,
+                                                    generation=ring.generation, built_at=started)
+                if ring.generation == fresh.generation or attempt == 2:
+                    break  # else the ring changed while keys were being placed: again
+            self.counters["ae_snapshots"] += 1
+            self._snapshots[ns.name] = fresh
+            return fresh
 
     def _apply_repair(self, namespace: str, rec: Record) -> None:
         core = self.core
@@ -1075,7 +1103,7 @@ class KvService:
         if peer is None:
             return False
         try:
-            replica = await PeerReplica.build(self._reader, ns.name, self._keep_for(ns, node), self._apply_repair)
+            replica = await self._session_replica(ns, node)
             link = await self._open(peer.addr, "ae", ns.name)
         except (OSError, trio.TooSlowError, trio.BrokenResourceError, MeshError):
             self.counters["ae_failed"] += 1
@@ -1095,7 +1123,11 @@ class KvService:
         ns = core.view.known_namespace(body) if type(body) is str else None
         if ns is None or node not in self._replica_peers(ns):
             return
-        replica = await PeerReplica.build(self._reader, ns.name, self._keep_for(ns, node), self._apply_repair)
+        try:
+            replica = await self._session_replica(ns, node)
+        except StorageError:
+            self.counters["ae_failed"] += 1
+            return
         stats = await self._ae_driver(replica).serve(_MessageByteStream(link), peer=node)
         self.counters["ae_sessions" if stats is not None else "ae_failed"] += 1
 
@@ -1108,6 +1140,7 @@ class KvService:
                     # Only one side of each pair initiates a periodic round (the smaller id).
                     if self.me.node < node:
                         await self._reconcile(ns, node)
+            self._snapshots.clear()  # memory: the next round reads afresh anyway
 
     async def reconcile_all(self) -> int:
         """Run one session with every live replica peer of every namespace now (tests, heal)."""

@@ -7,9 +7,12 @@ synchronous by design; a primary-key lookup on a local disk costs tens of micros
 
 `PeerReplica` is the `meshcore.antientropy.ReplicaStore` of one session with one peer for
 one namespace: its index holds only the keys this node stores AND the peer is a home
-replica of (so a session never offers a peer data it must not hold), rebuilt from the store
-at the start of each session. Repairs go through `apply`, which hands them to the kv core
-(admission checks, durable write, watchers) and updates the index at once.
+replica of (so a session never offers a peer data it must not hold), built at the start of
+the session from a `VersionSnapshot`: one read of the namespace's versions, grouped by the
+keys' home replicas, which the sessions starting soon after share (a node has a session
+with each of its ~100 co-replicas per round; reading and placing every key once per
+session made a round cost O(peers x keys)). Repairs go through `apply`, which hands them to
+the kv core (admission checks, durable write, watchers) and updates the index at once.
 
 Limits: `scan` returns at most `limit` records (the caller bounds it).
 """
@@ -27,7 +30,11 @@ from ..antientropy import RangeIndex, VersionedRecord
 from ..errors import DecodeError, StorageError
 from ..kv import Record, Stamp
 
-__all__ = ["KvReader", "PeerReplica"]
+__all__ = ["KvReader", "PeerReplica", "VersionSnapshot"]
+
+#: Keys placed per slice while grouping a snapshot (the trio thread yields between slices).
+_PLACE_SLICE = 2000
+Row = tuple[bytes, bytes, bool]
 
 
 class KvReader:
@@ -118,6 +125,39 @@ def _record(key: bytes, stamp: bytes, value: bytes | None) -> Record:
         raise StorageError(f"corrupt record {key[:32]!r} in the store: {exc}") from None
 
 
+class VersionSnapshot:
+    """Every (key, stamp, tombstone) of one namespace as read at `built_at`, grouped by the
+    home replicas of each key under ring `generation` (see the module docstring)."""
+
+    def __init__(self, generation: int, built_at: float, groups: dict[tuple[bytes, ...], list[Row]]) -> None:
+        self.generation = generation
+        self.built_at = built_at
+        self._groups = groups
+
+    @classmethod
+    async def build(cls, reader: KvReader, namespace: str,
+                    placement: Callable[[bytes], tuple[bytes, ...] | None], *,
+                    generation: int, built_at: float) -> VersionSnapshot:
+        """Read the versions (in the reader's thread), then place each key with
+        `placement` (None: not placeable, left out), a slice at a time on this thread."""
+        rows = await reader.versions(namespace)
+        groups: dict[tuple[bytes, ...], list[Row]] = {}
+        for start in range(0, len(rows), _PLACE_SLICE):
+            for row in rows[start:start + _PLACE_SLICE]:
+                home = placement(row[0])
+                if home is not None:
+                    groups.setdefault(home, []).append(row)
+            await trio.sleep(0)  # a big namespace must not hold up the node's other tasks
+        return cls(generation, built_at, groups)
+
+    def shared(self, me: bytes, peer: bytes) -> list[Row]:
+        """The rows whose home replicas include both `me` and `peer`."""
+        return [row for home, rows in self._groups.items() if me in home and peer in home for row in rows]
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self._groups.values())
+
+
 class PeerReplica:
     """The `ReplicaStore` of one anti-entropy session (see the module docstring)."""
 
@@ -130,10 +170,12 @@ class PeerReplica:
         self.applied = 0
 
     @classmethod
-    async def build(cls, reader: KvReader, namespace: str, keep: Callable[[bytes], bool],
+    async def build(cls, reader: KvReader, namespace: str, rows: list[Row],
                     on_repair: Callable[[str, Record], None]) -> PeerReplica:
-        rows = await reader.versions(namespace)
-        index = RangeIndex.build((k, s, t) for k, s, t in rows if keep(k))
+        """A session's replica over `rows` (`VersionSnapshot.shared`). The index is built
+        in a worker thread: a few seconds of Python for a million keys, during which the
+        trio thread still gets the interpreter at every switch interval."""
+        index = await trio.to_thread.run_sync(RangeIndex.build, rows)
         return cls(reader, namespace, index, on_repair)
 
     @property
