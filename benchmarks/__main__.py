@@ -18,6 +18,7 @@ SCENARIOS = {
     "antientropy": ("benchmarks.antientropy", "Merkle/range reconciliation of two replicas"),
     "kv": ("benchmarks.kv", "replicated key-value layer on real agents (optionally vs etcd)"),
     "kv-sim": ("benchmarks.kv_sim", "replicated key-value layer in the simulator"),
+    "kv-ae-round": ("benchmarks.kv_ae", "CPU of one node's anti-entropy round in a big ring"),
 }
 
 

@@ -42,3 +42,16 @@ async def test_a_peer_gets_exactly_the_rows_both_nodes_are_home_replicas_of() ->
         total += len(got)
     # Each of me's keys is shared with exactly one other replica (2 copies).
     assert total == sum(1 for r in rows if r[0] not in unplaceable and me in ring.replicas_for(ns, r[0]))
+
+
+def test_the_round_benchmark_runs_and_a_round_costs_less_than_the_old_way(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from benchmarks.__main__ import main
+
+    out = tmp_path / "ae.json"
+    assert main(["kv-ae-round", "--nodes", "40", "--keys", "300", "--baseline-sessions", "2",
+                 "--json", str(out)]) == 0
+    m = json.loads(out.read_text())["metrics"]
+    assert m["peers_territory"] == 39 and 0 < m["peers_co_replicas"] <= 39
+    assert m["round_vs_baseline"] < 1
