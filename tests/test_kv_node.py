@@ -23,7 +23,7 @@ LIMIT_S = 60.0
 FAST = KvServiceConfig(core=KvConfig(request_timeout_s=1.0, tick_s=0.2, hint_retry_s=0.3),
                        connect_timeout_s=2.0, reconnect_backoff_s=0.1, ae_interval_s=3600.0,
                        synchronous="normal", handoff_settle_s=0.2, handoff_interval_s=0.5,
-                       left_reclaim_s=0.5)
+                       left_reclaim_s=0.5, ae_snapshot_s=1.0)
 
 
 class KvMesh:
@@ -531,3 +531,8 @@ async def test_the_sessions_of_one_round_share_one_read_of_the_store(tmp_path: P
         ring.add(b_member)
         assert await svc.reconcile_all() == 2
         assert svc.counters["ae_snapshots"] == before + 2
+        # It holds every version of the namespace: it goes once too old to serve.
+        assert "ae3" in svc._snapshots
+        with trio.fail_after(svc.config.ae_snapshot_s + 10):
+            while "ae3" in svc._snapshots:
+                await trio.sleep(0.1)

@@ -27,7 +27,7 @@ left and is not back within `left_reclaim_s` (a restart is a leave and a join: i
 move data), or that stays down for `down_reclaim_s`, is taken off the ring; a new member
 is put on it. Either way some keys change homes (a member that comes back is put back).
 New home replicas get their copies by anti-entropy with the replicas they share keys with
-(a session with every live peer right after a change). Range hand-off: a node that holds
+(a session with every live co-replica right after a change). Range hand-off: a node that holds
 keys it is no longer a home replica of copies each to all its home replicas through the
 write path (`KvCore.hand_off`: original stamp, level `all`, durable acks) and only then
 drops its copy, if unchanged meanwhile (`Store.drop_copy`). A version older than the hint
@@ -133,7 +133,8 @@ class KvServiceConfig:
     #: Queued kv messages to one peer travel together up to about this size.
     batch_bytes_max: int = 1024 * 1024
     rpc_timeout_s: float = 10.0
-    #: Anti-entropy: each namespace is reconciled with each replica peer about this often.
+    #: Anti-entropy: each namespace is reconciled with each co-replica (a node it shares
+    #: keys with, `Ring.co_replicas`) about this often.
     ae_interval_s: float = 60.0
     ae_bytes_per_s: float = 1024 * 1024
     #: Sessions starting within this long of one read of a namespace's versions share it
@@ -405,7 +406,7 @@ class KvService:
             self._reclaim_wakeup = trio.Event()
 
     def _remove_member(self, node: bytes) -> None:
-        """`node` is gone for good: off the ring, and a session with every live peer so
+        """`node` is gone for good: off the ring, and a session with every live co-replica so
         that the new home replicas get their copies (module docstring)."""
         core = self._require()
         if node not in core.view.ring or core.view.is_alive(node):
@@ -1075,7 +1076,16 @@ class KvService:
                     break  # else the ring changed while keys were being placed: again
             self.counters["ae_snapshots"] += 1
             self._snapshots[ns.name] = fresh
+            if self._nursery is not None:
+                self._nursery.start_soon(self._forget_snapshot, ns.name, fresh)
             return fresh
+
+    async def _forget_snapshot(self, name: str, snapshot: VersionSnapshot) -> None:
+        """A snapshot holds every version of its namespace: keep it no longer than it may
+        serve (sessions under way keep only their own rows)."""
+        await trio.sleep(self.config.ae_snapshot_s)
+        if self._snapshots.get(name) is snapshot:
+            del self._snapshots[name]
 
     def _apply_repair(self, namespace: str, rec: Record) -> None:
         core = self.core
@@ -1140,7 +1150,6 @@ class KvService:
                     # Only one side of each pair initiates a periodic round (the smaller id).
                     if self.me.node < node:
                         await self._reconcile(ns, node)
-            self._snapshots.clear()  # memory: the next round reads afresh anyway
 
     async def reconcile_all(self) -> int:
         """Run one session with every live replica peer of every namespace now (tests, heal)."""
