@@ -325,7 +325,8 @@ def test_a_timer_slack_outside_zero_to_one_second_is_refused(slack: object) -> N
 
 @pytest.mark.parametrize(("name", "value"), [
     ("handoff_settle_s", 0), ("handoff_interval_s", -1.0), ("left_reclaim_s", "600"),
-    ("down_reclaim_s", True), ("handoff_concurrency", 0), ("handoff_page", 1.5)])
+    ("down_reclaim_s", True), ("handoff_concurrency", 0), ("handoff_page", 1.5),
+    ("ae_snapshot_s", 0), ("ae_snapshot_s", "5")])
 def test_bad_hand_off_and_reclaim_settings_are_refused_by_name(name: str, value: object) -> None:
     with pytest.raises(LocalProtocolError, match=name):
         KvServiceConfig(**{name: value})  # type: ignore[arg-type]
