@@ -33,7 +33,8 @@ the spread of the per-round ratios.
 `--vs-code DIR`: a second cluster of `--nodes` agents runs the meshcore package in DIR (a
 checkout of another commit); its quorum puts are interleaved with ours the same way
 (`put_quorum_vs_code`, per-round min/max, and `put_quorum_cpu_vs_code`, the ratio of CPU
-per put): how a change moves the figure, measured on the same machine at the same time.
+per put); `--vs-code-phases put_quorum,get_one` compares those phases instead (metrics named
+after each; before the first get phase both clusters get every key written once): how a change moves the figure, measured on the same machine at the same time.
 
 CPU: every phase also reports `*_server_cpu_ms_per_op` (user + system CPU of the agents, or
 of the etcd members, per completed operation, from /proc) and `*_client_cpu_ms_per_op`
@@ -86,6 +87,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vs-code", type=Path, metavar="DIR",
                    help="also run --nodes agents from the meshcore package in DIR (another checkout, "
                         "e.g. `git worktree add DIR COMMIT`) and interleave its quorum puts with ours")
+    p.add_argument("--vs-code-phases", default="put_quorum", metavar="PHASES",
+                   help="with --vs-code: the phases to compare, comma-separated (put_one, get_one, ...); "
+                        "before a get phase both clusters get every key written once")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--profile", default="lan", help="SWIM timing profile of the agents (default lan)")
     p.add_argument("--sync", choices=("full", "normal"), default="full",
@@ -372,6 +376,31 @@ def _mesh_ops(args: argparse.Namespace) -> dict[str, Op]:
     return ops
 
 
+def _vs_code_phases(args: argparse.Namespace) -> list[str]:
+    names = [n.strip() for n in args.vs_code_phases.split(",") if n.strip()]
+    known = [f"{kind}_{level}" for kind in ("put", "get") for level in LEVELS]
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise SystemExit(f"--vs-code-phases: unknown phase {', '.join(bad) or '(none)'}; choose from {', '.join(known)}")
+    return names
+
+
+async def _fill(target: Target, args: argparse.Namespace) -> None:
+    """Write every key once at quorum (the clients share the keys out)."""
+    value = _b64(b"x" * args.value_bytes)
+
+    async def fill(i: int, c: ControlClient) -> None:
+        for k in range(i, args.keys, len(target.clients)):
+            a = await c.request({"op": "kv.put", "namespace": "bench", "key_b64": _b64(b"k%d" % k),
+                                 "value_b64": value, "consistency": "quorum"})
+            if not a.get("ok"):
+                raise ControlError(a.get("error", "?"))
+
+    async with trio.open_nursery() as nursery:
+        for i, c in enumerate(target.clients):
+            nursery.start_soon(fill, i, c)
+
+
 def _etcd_ops(args: argparse.Namespace) -> dict[str, Op]:
     """etcd's counterparts of our phases: puts are raft-quorum writes, a linearizable range
     is a quorum read and a serializable one a local (`one`) read."""
@@ -423,13 +452,22 @@ async def _bench(args: argparse.Namespace, agents: list[AgentProcess], etcd: lis
         if base is not None:
             for c in base.clients:  # only now: an agent hangs up on a client idle for 5 s
                 await c.connect()
-            op = mesh_ops["put_quorum"]
-            mine, other, ratios = await _paired((ours, op), (base, op), args.seconds, args.rounds, args.seed)
-            other.record(metrics, "vs_code_put_quorum")
-            _record_ratio(metrics, "put_quorum_vs_code", mine, other, ratios)
-            if mine.ops and other.ops:
-                metrics["put_quorum_cpu_vs_code"] = round(
-                    (mine.server_cpu_s / mine.ops) / (other.server_cpu_s / other.ops), 3)
+            filled = False
+            for name in _vs_code_phases(args):
+                if name.startswith("get") and not filled:
+                    # The same keys on both sides (a missing key is a cheaper get), both at
+                    # once (an agent hangs up on a client idle for 5 s).
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(_fill, ours, args)
+                        nursery.start_soon(_fill, base, args)
+                    filled = True
+                op = mesh_ops[name]
+                mine, other, ratios = await _paired((ours, op), (base, op), args.seconds, args.rounds, args.seed)
+                other.record(metrics, f"vs_code_{name}")
+                _record_ratio(metrics, f"{name}_vs_code", mine, other, ratios)
+                if mine.ops and other.ops:
+                    metrics[f"{name}_cpu_vs_code"] = round(
+                        (mine.server_cpu_s / mine.ops) / (other.server_cpu_s / other.ops), 3)
         await _lag(args, agents, ours.clients, metrics)
     finally:
         for c in ours.clients + (theirs.clients if theirs else []) + (base.clients if base else []):
@@ -576,6 +614,8 @@ async def _etcd_ready(port: int) -> None:
 def run(args: argparse.Namespace) -> None:
     if args.rounds < 1 or args.seconds <= 0:
         raise SystemExit("--rounds must be >= 1 and --seconds > 0")
+    if args.vs_code is not None:
+        _vs_code_phases(args)  # a bad list fails before anything starts
     if args.vs_code is not None and not (args.vs_code / "meshcore" / "__init__.py").is_file():
         raise SystemExit(f"--vs-code {args.vs_code}: no meshcore package there (want DIR/meshcore/__init__.py)")
     metrics: dict[str, Any] = {}
@@ -613,5 +653,6 @@ def run(args: argparse.Namespace) -> None:
     params = {"nodes": args.nodes, "replicas": args.replicas, "profile": args.profile, "sync": args.sync, "clients": args.clients, "seconds": args.seconds,
               "keys": args.keys, "value_bytes": args.value_bytes, "vs": args.vs or "none",
               "etcd_peers": args.etcd_peers if args.vs else "none", "rounds": args.rounds,
-              "vs_code": str(args.vs_code) if args.vs_code else "none"}
+              "vs_code": str(args.vs_code) if args.vs_code else "none",
+              "vs_code_phases": args.vs_code_phases if args.vs_code else "none"}
     emit("kv", params, {**summary, **metrics}, args.json)
