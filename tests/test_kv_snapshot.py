@@ -55,3 +55,11 @@ def test_the_round_benchmark_runs_and_a_round_costs_less_than_the_old_way(tmp_pa
     m = json.loads(out.read_text())["metrics"]
     assert m["peers_territory"] == 39 and 0 < m["peers_co_replicas"] <= 39
     assert m["round_vs_baseline"] < 1
+
+
+def test_a_snapshot_that_took_long_to_make_serves_longer() -> None:
+    from meshcore.runtime._kv import KvServiceConfig, snapshot_ttl_s
+
+    cfg = KvServiceConfig(ae_snapshot_s=5.0)
+    assert snapshot_ttl_s(cfg, 0.01) == 5.0  # small namespaces: fresh every few seconds
+    assert snapshot_ttl_s(cfg, 3.0) == 60.0  # a big one: at most ~5 % of the time rebuilding

@@ -138,7 +138,8 @@ class KvServiceConfig:
     ae_interval_s: float = 60.0
     ae_bytes_per_s: float = 1024 * 1024
     #: Sessions starting within this long of one read of a namespace's versions share it
-    #: (a ring change always makes a fresh one).
+    #: (a ring change always makes a fresh one); longer for a big namespace, so that
+    #: reading and placing its keys takes at most ~5 % of the time (`snapshot_ttl_s`).
     ae_snapshot_s: float = 5.0
     #: Each node pulls the namespace definitions of a random peer about this often.
     namespace_pull_s: float = 5.0
@@ -1048,7 +1049,7 @@ class KvService:
 
     async def _session_replica(self, ns: Namespace, peer: bytes) -> PeerReplica:
         """The replica of one session with `peer`: the keys both are home replicas of, from
-        a snapshot of the namespace at most `ae_snapshot_s` old (under the current ring)."""
+        a snapshot of the namespace at most `snapshot_ttl_s` old (under the current ring)."""
         snapshot = await self._snapshot(ns)
         return await PeerReplica.build(self._reader, ns.name, snapshot.shared(self.me.node, peer),
                                        self._apply_repair)
@@ -1059,7 +1060,7 @@ class KvService:
         async with self._snapshot_locks.setdefault(ns.name, trio.Lock()):
             snap = self._snapshots.get(ns.name)
             if (snap is not None and snap.generation == ring.generation
-                    and trio.current_time() - snap.built_at <= self.config.ae_snapshot_s):
+                    and trio.current_time() - snap.built_at <= snapshot_ttl_s(self.config, snap.build_s)):
                 return snap
 
             def placement(key: bytes) -> tuple[bytes, ...] | None:
@@ -1072,6 +1073,7 @@ class KvService:
                 started = trio.current_time()
                 fresh = await VersionSnapshot.build(self._reader, ns.name, placement,
                                                     generation=ring.generation, built_at=started)
+                fresh.build_s = trio.current_time() - started
                 if ring.generation == fresh.generation or attempt == 2:
                     break  # else the ring changed while keys were being placed: again
             self.counters["ae_snapshots"] += 1
@@ -1083,7 +1085,7 @@ class KvService:
     async def _forget_snapshot(self, name: str, snapshot: VersionSnapshot) -> None:
         """A snapshot holds every version of its namespace: keep it no longer than it may
         serve (sessions under way keep only their own rows)."""
-        await trio.sleep(self.config.ae_snapshot_s)
+        await trio.sleep(snapshot_ttl_s(self.config, snapshot.build_s))
         if self._snapshots.get(name) is snapshot:
             del self._snapshots[name]
 
@@ -1158,6 +1160,13 @@ class KvService:
             for node in self._replica_peers(ns):
                 ok += await self._reconcile(ns, node)
         return ok
+
+
+def snapshot_ttl_s(config: KvServiceConfig, build_s: float) -> float:
+    """How long a snapshot that took `build_s` to make may serve sessions: `ae_snapshot_s`,
+    or 20 times its making if longer (a million keys take seconds to read and place; made
+    afresh every few seconds they would keep a core busy)."""
+    return max(config.ae_snapshot_s, 20.0 * build_s)
 
 
 async def _no_connect(peer: bytes) -> trio.abc.Stream:

@@ -132,6 +132,7 @@ class VersionSnapshot:
     def __init__(self, generation: int, built_at: float, groups: dict[tuple[bytes, ...], list[Row]]) -> None:
         self.generation = generation
         self.built_at = built_at
+        self.build_s = 0.0  # how long it took to make (set by the caller)
         self._groups = groups
 
     @classmethod
