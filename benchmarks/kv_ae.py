@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> None:
         t0 = time.process_time()
         peers = sorted(ring.co_replicas(ns, me))
         snap = await VersionSnapshot.build(_Rows(rows), ns.name, placement,  # type: ignore[arg-type]
-                                           generation=ring.generation, built_at=0.0)
+                                           generation=ring.generation)
         t_snap = time.process_time() - t0
         sessions = []
         for peer in peers:

@@ -29,7 +29,7 @@ async def test_a_peer_gets_exactly_the_rows_both_nodes_are_home_replicas_of() ->
     def placement(key: bytes) -> tuple[bytes, ...] | None:
         return None if key in unplaceable else tuple(ring.replicas_for(ns, key))
 
-    snap = await VersionSnapshot.build(Rows(rows), "ns", placement, generation=ring.generation, built_at=1.0)  # type: ignore[arg-type]
+    snap = await VersionSnapshot.build(Rows(rows), "ns", placement, generation=ring.generation)  # type: ignore[arg-type]
     assert len(snap) == len(rows) - len(unplaceable)
     me = node(0)
     total = 0

@@ -219,13 +219,7 @@ class Ring:
         if hit is not None:
             return list(hit)
         pts, start = self._start(ns, kk[3])
-        ck = (ns.regions, ns.replicas, start)
-        hit = self._placed.get(ck)
-        if hit is None:
-            hit = tuple(self._place(ns, pts, start))  # raises PlacementError: nothing cached
-            if len(self._placed) >= PLACEMENT_CACHE_MAX:
-                self._placed.clear()
-            self._placed[ck] = hit
+        hit = self._placement_at(ns, pts, start)
         if len(self._by_key) >= KEY_CACHE_MAX:
             self._by_key.clear()
         self._by_key[kk] = hit
@@ -271,13 +265,15 @@ class Ring:
         return result
 
     def _placement_at(self, ns: Namespace, pts: SortedList, start: int) -> tuple[bytes, ...]:
-        """The (cached) walk from eligible point `start`; raises `PlacementError`."""
+        """The (cached) walk from eligible point `start`; raises `PlacementError` (and
+        caches nothing) when too few sites qualify."""
         pk = (ns.regions, ns.replicas, start)
         placed = self._placed.get(pk)
         if placed is None:
             placed = tuple(self._place(ns, pts, start))
-            if len(self._placed) < PLACEMENT_CACHE_MAX:
-                self._placed[pk] = placed
+            if len(self._placed) >= PLACEMENT_CACHE_MAX:
+                self._placed.clear()
+            self._placed[pk] = placed
         return placed
 
     def _place(self, ns: Namespace, pts: SortedList, start: int) -> list[bytes]:

@@ -1070,10 +1070,7 @@ class KvService:
                     return None
 
             for attempt in range(3):
-                started = trio.current_time()
-                fresh = await VersionSnapshot.build(self._reader, ns.name, placement,
-                                                    generation=ring.generation, built_at=started)
-                fresh.build_s = trio.current_time() - started
+                fresh = await VersionSnapshot.build(self._reader, ns.name, placement, generation=ring.generation)
                 if ring.generation == fresh.generation or attempt == 2:
                     break  # else the ring changed while keys were being placed: again
             self.counters["ae_snapshots"] += 1

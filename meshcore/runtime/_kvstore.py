@@ -126,21 +126,24 @@ def _record(key: bytes, stamp: bytes, value: bytes | None) -> Record:
 
 
 class VersionSnapshot:
-    """Every (key, stamp, tombstone) of one namespace as read at `built_at`, grouped by the
-    home replicas of each key under ring `generation` (see the module docstring)."""
+    """Every (key, stamp, tombstone) of one namespace as read at trio time `built_at`,
+    grouped by the home replicas of each key under ring `generation` (see the module
+    docstring); `build_s`: how long making it took."""
 
-    def __init__(self, generation: int, built_at: float, groups: dict[tuple[bytes, ...], list[Row]]) -> None:
+    def __init__(self, generation: int, built_at: float, build_s: float,
+                 groups: dict[tuple[bytes, ...], list[Row]]) -> None:
         self.generation = generation
         self.built_at = built_at
-        self.build_s = 0.0  # how long it took to make (set by the caller)
+        self.build_s = build_s
         self._groups = groups
 
     @classmethod
     async def build(cls, reader: KvReader, namespace: str,
                     placement: Callable[[bytes], tuple[bytes, ...] | None], *,
-                    generation: int, built_at: float) -> VersionSnapshot:
+                    generation: int) -> VersionSnapshot:
         """Read the versions (in the reader's thread), then place each key with
         `placement` (None: not placeable, left out), a slice at a time on this thread."""
+        started = trio.current_time()
         rows = await reader.versions(namespace)
         groups: dict[tuple[bytes, ...], list[Row]] = {}
         for start in range(0, len(rows), _PLACE_SLICE):
@@ -149,7 +152,7 @@ class VersionSnapshot:
                 if home is not None:
                     groups.setdefault(home, []).append(row)
             await trio.sleep(0)  # a big namespace must not hold up the node's other tasks
-        return cls(generation, built_at, groups)
+        return cls(generation, started, trio.current_time() - started, groups)
 
     def shared(self, me: bytes, peer: bytes) -> list[Row]:
         """The rows whose home replicas include both `me` and `peer`."""

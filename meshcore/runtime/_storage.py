@@ -23,10 +23,10 @@ transaction: each SQLite call makes the writer thread give up the GIL and wait t
 back from the busy trio thread, so one call per group commit instead of one per record plus
 two costs that thread less. Which records won then comes from the connection's change count
 (all of them, the common case) or, when some lost, from reading back the stored versions
-(a version superseded by a newer one of the same key in the same group is reported as lost). A failed group commit is rolled back whole
-and its writes are retried one transaction each, so a write that fails (disk full, I/O
-error, a corrupt page) raises `StorageError` with nothing of it applied, and does not take
-its neighbours down with it.
+(a version superseded by a newer one of the same key in the same group is reported as
+lost). A failed group commit is rolled back whole and its writes are retried one
+transaction each, so a write that fails (disk full, I/O error, a corrupt page) raises
+`StorageError` with nothing of it applied, and does not take its neighbours down with it.
 
 Limits: `PUT_RECORDS_MAX` records per call; a group commit holds at most `batch_ops_max`
 calls or about `batch_bytes_max` bytes; at most `pending_ops_max` calls wait in the queue
@@ -474,13 +474,14 @@ class Store:
         `put_many_nowait`. `mergeable`: the writer may instead merge it with the rest of a
         group commit into one statement (`_Writer._merged`)."""
         self._check_records(namespace, records)
-        rows = [(namespace, r.key, r.stamp.to_bytes(), r.value) for r in records]
+        params: list[Any] = []
+        for r in records:
+            params += (namespace, r.key, r.stamp.to_bytes(), r.value)
 
         def upsert_each(conn: sqlite3.Connection) -> list[bool]:
-            return [conn.execute(_UPSERT, row).rowcount == 1 for row in rows]
+            return [conn.execute(_UPSERT, params[i:i + 4]).rowcount == 1 for i in range(0, len(params), 4)]
 
-        params = [v for row in rows for v in row] if mergeable else None
-        return _Op(upsert_each, sum(r.size_bytes() for r in records), params=params)
+        return _Op(upsert_each, sum(r.size_bytes() for r in records), params=params if mergeable else None)
 
     async def put_many(self, namespace: str, records: Sequence[Record]) -> list[bool]:
         """Store records under last-writer-wins; return, per record, whether it won.
