@@ -537,3 +537,17 @@ async def test_the_sessions_of_one_round_share_one_read_of_the_store(tmp_path: P
         with trio.fail_after(svc.config.ae_snapshot_s + 10):
             while "ae3" in svc._snapshots:
                 await trio.sleep(0.1)
+
+
+async def test_anti_entropy_runs_only_with_nodes_that_share_keys(tmp_path: Path) -> None:
+    async with kv_mesh(tmp_path, ["a", "b", "c"]) as mesh:
+        a = mesh.nodes["a"]
+        await a.kv.create_namespace("solo", replicas=1)  # one copy: no two nodes share a key
+        await a.kv.create_namespace("pair", replicas=3)  # three copies: every node shares all
+        await wait_for_namespace(mesh, "solo")
+        await wait_for_namespace(mesh, "pair")
+        svc = a.kv.service
+        solo, pair = svc.core.view.namespace("solo"), svc.core.view.namespace("pair")  # type: ignore[union-attr]
+        assert svc._replica_peers(solo) == []
+        assert set(svc._replica_peers(pair)) == {mesh.nodes["b"].node_id, mesh.nodes["c"].node_id}
+        assert await svc.reconcile_all() == 2  # the two "pair" sessions, none for "solo"
