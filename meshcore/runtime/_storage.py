@@ -36,6 +36,8 @@ calls or about `batch_bytes_max` bytes; at most `pending_ops_max` calls wait in 
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -52,8 +54,11 @@ from ..kv import Namespace, Record, Stamp, TombstoneAck, decode_namespace, encod
 from ..kv import as_key as _as_key
 from ._fastio import acquire
 
+log = logging.getLogger("meshcore.runtime")
+
 __all__ = [
     "PUT_RECORDS_MAX",
+    "WAL_CHECKPOINT_PAGES",
     "VERSIONS_PAGE_MAX",
     "SCHEMA_VERSION",
     "Hint",
@@ -63,6 +68,13 @@ __all__ = [
 ]
 
 PUT_RECORDS_MAX = 10_000
+#: WAL pages between two automatic checkpoints (SQLite's default is 1,000). A checkpoint
+#: copies every page the WAL changed back into the database file; a hot page rewritten by
+#: many commits is copied once per checkpoint, so checkpointing less often copies less
+#: (about 40 MB of WAL at most with 4 KiB pages, under `journal_size_limit`; a restart
+#: replays it in well under a second). Measured on quorum puts (kv benchmark, 5 agents):
+#: 0.954 of the CPU per put with 10,000.
+WAL_CHECKPOINT_PAGES = 10_000
 VERSIONS_PAGE_MAX = 100_000
 SCHEMA_VERSION = 1
 
@@ -172,6 +184,7 @@ def _connect(path: Path, synchronous: str, *, readonly: bool) -> sqlite3.Connect
         else:
             # Keep the WAL file from growing without bound after checkpoints.
             conn.execute("PRAGMA journal_size_limit=67108864")
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     except BaseException:
         conn.close()
         raise
@@ -308,6 +321,7 @@ class _Writer:
             pass  # nobody is left to tell
 
     def _run(self) -> None:
+        _no_wakeup_preemption()
         stop = False
         batch: list[_Op] = []
         try:
@@ -335,6 +349,24 @@ class _Writer:
                 except queue.Empty:
                     break
                 batch = [] if item is _STOP else [item]
+
+
+def _no_wakeup_preemption() -> None:
+    """Make the calling thread (the writer) SCHED_BATCH, where Linux offers it.
+
+    The trio thread wakes the writer once per group commit while holding the GIL. A
+    normal thread woken that way may preempt its waker on the same core, only to find the
+    GIL taken and go back to sleep, and the trio thread waits for a core with the GIL in
+    hand. A SCHED_BATCH thread does not preempt on wake-up; it runs at the next tick or on
+    a free core, with the same share of the CPU. Measured on quorum puts (kv benchmark,
+    5 agents): 0.934 of the CPU per put, and 0.89 with `WAL_CHECKPOINT_PAGES`."""
+    setter = getattr(os, "sched_setscheduler", None)
+    if setter is None or not hasattr(os, "SCHED_BATCH"):
+        return
+    try:
+        setter(0, os.SCHED_BATCH, os.sched_param(0))  # 0: this thread, on Linux
+    except OSError as exc:
+        log.debug("store writer stays SCHED_OTHER: %s", exc)
 
 
 @functools.cache
