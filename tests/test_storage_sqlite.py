@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -463,3 +464,129 @@ async def test_the_writer_thread_does_not_preempt_its_waker(store: Store) -> Non
     native_id = store._writer.thread.native_id
     assert native_id is not None
     assert os.sched_getscheduler(native_id) == os.SCHED_BATCH
+
+
+# --- synchronous="full": the WAL sync is a second stage, answers wait for it -------------
+
+
+class FakeDisk:
+    """Stands in for `_fdatasync`: records each sync and holds it until released."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []  # commits counted when each sync began
+        self.release: list[threading.Event] = []
+        self.error: OSError | None = None
+        self.store: Store | None = None
+
+    def __call__(self, fd: int) -> None:
+        assert self.store is not None
+        gate = threading.Event()
+        self.started.append(self.store.statistics().commits)
+        self.release.append(gate)
+        assert gate.wait(10), "the test never released this sync"
+        if self.error is not None:
+            raise self.error
+
+
+async def wait_for(out: Outcomes, n: int) -> None:
+    with trio.fail_after(10):
+        await out.wait(n)
+
+
+async def until(cond, what: str) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(10):
+        while not cond():
+            await trio.sleep(0.001)  # the writer and sync threads run on their own
+
+
+@pytest.fixture
+async def synced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Store, FakeDisk]]:
+    disk = FakeDisk()
+    monkeypatch.setattr("meshcore.runtime._storage._fdatasync", disk)
+    async with open_store(tmp_path / "node.db", synchronous="full") as s:
+        disk.store = s
+        disk.error = None
+        put = trio.Event()
+        # The namespace write is synced too: let that first sync through.
+        async with trio.open_nursery() as n:
+            async def define() -> None:
+                await s.put_namespace(NS)
+                put.set()
+            n.start_soon(define)
+            await until(lambda: len(disk.release) == 1, "the namespace's sync")
+            disk.release[0].set()
+        assert put.is_set()
+        yield s, disk
+        for gate in disk.release:
+            gate.set()  # let the close finish whatever a failed test left held
+
+
+async def test_a_write_is_answered_only_after_a_sync_that_began_after_its_commit(
+        synced: tuple[Store, FakeDisk]) -> None:
+    store, disk = synced
+    out = Outcomes()
+    store.put_many_nowait("photos", [rec(b"a", b"1", 1)], out.for_("a"))
+    await until(lambda: len(disk.started) == 2, "a's sync")
+    # a is committed (visible to this node's reads) but not answered: its sync is held.
+    assert await store.get("photos", b"a") == rec(b"a", b"1", 1)
+    store.put_many_nowait("photos", [rec(b"b", b"2", 1)], out.for_("b"))
+    await until(lambda: store.statistics().commits == disk.started[1] + 1, "b's commit during a's sync")
+    await trio.sleep(0.05)
+    assert out.got == []
+    disk.release[1].set()  # a's sync: it began before b's commit, so it answers a only
+    await wait_for(out, 1)
+    assert out.got == [("a", [True], None)]
+    await until(lambda: len(disk.started) == 3, "the next sync, for b")
+    assert disk.started[2] >= disk.started[1] + 1  # it began after b's commit
+    disk.release[2].set()
+    await wait_for(out, 2)
+    assert out.got[1] == ("b", [True], None)
+    assert store.statistics().syncs == 3  # the namespace's, a's, b's
+
+
+async def test_commits_that_finish_during_a_sync_share_the_next_one(synced: tuple[Store, FakeDisk]) -> None:
+    store, disk = synced
+    out = Outcomes()
+    store.put_many_nowait("photos", [rec(b"first", b"v", 1)], out.for_("first"))
+    await until(lambda: len(disk.started) == 2, "the first sync")
+    for i in range(5):  # each its own commit: the writer is idle between them
+        store.put_many_nowait("photos", [rec(b"k%d" % i, b"v", 1)], out.for_(f"k{i}"))
+        await until(lambda i=i: store.statistics().commits == disk.started[1] + i + 1, "a commit")
+    disk.release[1].set()
+    await until(lambda: len(disk.started) == 3, "the second sync")
+    disk.release[2].set()
+    await wait_for(out, 6)
+    assert sorted(name for name, _, _ in out.got) == ["first"] + [f"k{i}" for i in range(5)]
+    assert store.statistics().syncs == 3  # five commits, one sync for all of them
+
+
+async def test_a_failed_sync_fails_its_writes_and_the_store_takes_no_more(synced: tuple[Store, FakeDisk]) -> None:
+    store, disk = synced
+    disk.error = OSError(5, "Input/output error")
+    out = Outcomes()
+    store.put_many_nowait("photos", [rec(b"a", b"1", 1)], out.for_("a"))
+    await until(lambda: len(disk.started) == 2, "a's sync")
+    disk.release[1].set()
+    await wait_for(out, 1)
+    name, won, error = out.got[0]
+    assert won is None and isinstance(error, StorageError) and "could not be synced" in str(error)
+    with pytest.raises(StorageError, match="could not be synced"):
+        await store.put_many("photos", [rec(b"b", b"2", 1)])
+    with pytest.raises(StorageError, match="could not be synced"):
+        await store.get("photos", b"a")  # reads too: what it holds may not be on disk
+    conn = sqlite3.connect(store.path)
+    try:  # b was refused, not applied
+        assert conn.execute("SELECT count(*) FROM records WHERE key = ?", (b"b",)).fetchone() == (0,)
+    finally:
+        conn.close()
+    assert len(disk.started) == 2  # and no more syncs were tried
+
+
+async def test_synchronous_normal_never_syncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    disk = FakeDisk()
+    monkeypatch.setattr("meshcore.runtime._storage._fdatasync", disk)
+    async with open_store(tmp_path / "node.db", synchronous="normal") as s:
+        await s.put_namespace(NS)
+        await s.put_many("photos", [rec(b"a", b"1", 1)])
+        assert s.statistics().syncs == 0
+    assert disk.started == []

@@ -9,12 +9,21 @@ on it and reports through a callback (the kv service's path: no task per write).
 writer wakes the trio thread once per group commit, not once per write. Reads run on a
 second connection in a worker thread (WAL lets them proceed while the writer commits). The trio thread never touches SQLite.
 
-Durability: ``journal_mode=WAL`` with ``synchronous=FULL``: each commit fsyncs the WAL before
-the writer reports it, so an acknowledged write survives kill -9 of the process AND a power
-cut or kernel crash. (``NORMAL`` in WAL mode survives kill -9 too, since the WAL pages are in
-the OS cache, but can lose the last commits on power loss; micro-DCs on solar power do lose
-power, and group commit already amortises the fsync.) ``synchronous="normal"`` is available
-for benchmarks and tests that accept that trade.
+Durability: ``journal_mode=WAL``, and with ``synchronous="full"`` (the default) no write is
+reported before the WAL holding it is synced to disk, so an acknowledged write survives
+kill -9 of the process AND a power cut or kernel crash. The sync is a second stage of the
+group commit, on a thread of its own (`_WalSync`): SQLite commits with its NORMAL setting
+(the WAL frames written, not synced) and the sync thread then fdatasyncs the WAL file and
+answers every write whose commit finished before that sync began. SQLite's FULL is exactly
+NORMAL plus that sync at the end of each commit, so what reaches the disk is the same; the
+difference is that the next group commit runs while a sync is in flight instead of after
+it, and one sync covers every commit that finished meanwhile. A commit is visible to this
+node's reads up to one sync before it is durable; only its acknowledgement waits. A failed
+sync (an I/O error) fails its writes and every later one with `StorageError` (the page
+cache can no longer be trusted to hold them): reopen the store. (``synchronous="normal"``
+answers after the commit and never syncs: kill -9 is survived, since the WAL pages are in
+the OS cache, but the last commits can be lost on power loss, and micro-DCs on solar power
+do lose power. It is there for benchmarks and tests that accept that trade.)
 
 Last-writer-wins is applied inside the transaction (`put_many` reports which records won),
 so concurrent writers cannot lose a newer version. A group commit of only `put_many_nowait`
@@ -141,6 +150,9 @@ class StoreStatistics:
     batch_writes_max: int
     failed_commits: int
     pending: int
+    #: fdatasyncs of the WAL (synchronous="full"): at most one per commit, fewer when
+    #: commits finish while a sync runs.
+    syncs: int = 0
 
 
 @dataclass(eq=False)
@@ -164,6 +176,7 @@ class _Counters:
     writes: int = 0
     batch_writes_max: int = 0
     failed_commits: int = 0
+    syncs: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -221,7 +234,9 @@ class _Writer:
     """The writer thread: group commit of everything queued, results sent back to trio."""
 
     def __init__(self, conn: sqlite3.Connection, token: trio.lowlevel.TrioToken, *,
-                 batch_ops_max: int, batch_bytes_max: int) -> None:
+                 batch_ops_max: int, batch_bytes_max: int, wal_fd: int | None = None) -> None:
+        """`wal_fd`: an open descriptor of the WAL file, to sync before answering each
+        commit's writes (synchronous="full"); None: answer once committed."""
         self._conn = conn
         self._token = token
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -230,6 +245,29 @@ class _Writer:
         self.counters = _Counters()
         self.dead: StorageError | None = None
         self.thread = threading.Thread(target=self._run, name="meshcore-store-writer", daemon=True)
+        self._sync = None if wal_fd is None else _WalSync(wal_fd, self._tell_all, self.counters)
+
+    def start(self) -> None:
+        if self._sync is not None:
+            self._sync.thread.start()
+        self.thread.start()
+
+    def join(self) -> None:
+        """Wait for both threads to finish (after `submit(_STOP)`)."""
+        self.thread.join()
+        if self._sync is not None:
+            self._sync.thread.join()
+
+    def close(self) -> None:
+        """Close the connection and the WAL descriptor (after `join`)."""
+        self._conn.close()
+        if self._sync is not None:
+            os.close(self._sync.fd)
+
+    @property
+    def broken(self) -> StorageError | None:
+        """Why this writer takes no more writes (its thread crashed, or a sync failed)."""
+        return self.dead or (self._sync.failed if self._sync is not None else None)
 
     def submit(self, op: _Op | object) -> None:
         self._queue.put(op)
@@ -330,8 +368,17 @@ class _Writer:
                 if item is _STOP:
                     break
                 batch, stop = self._take_batch(item)
-                self._commit(batch)
-                self._tell_all(batch)
+                sync = self._sync
+                if sync is None:
+                    self._commit(batch)
+                    self._tell_all(batch)
+                elif sync.failed is not None:
+                    for op in batch:  # the disk lost writes once: apply nothing more
+                        op.result, op.error = None, sync.failed
+                    self._tell_all(batch)
+                else:
+                    self._commit(batch)
+                    sync.submit(batch)  # answered once the WAL is on disk
                 batch = []
         except BaseException as exc:
             # A bug here must not leave writers waiting forever: fail what is in hand and
@@ -349,6 +396,76 @@ class _Writer:
                 except queue.Empty:
                     break
                 batch = [] if item is _STOP else [item]
+        finally:
+            if self._sync is not None:
+                self._sync.submit(_STOP)  # after every batch it was handed
+
+
+def _fdatasync(fd: int) -> None:
+    """The WAL sync (a module function: tests stand in for the disk here)."""
+    os.fdatasync(fd)
+
+
+class _WalSync:
+    """The second stage of a group commit (module doc, Durability): sync the WAL, then answer.
+
+    Takes every committed batch handed over while the previous sync ran, makes one
+    `_fdatasync` of the WAL file for all of them, then answers their writes in one call
+    of `tell`. A failed sync fails those writes and sets `failed`: later batches are
+    failed without a sync, and the writer applies nothing more."""
+
+    def __init__(self, fd: int, tell: Callable[[list[_Op]], None], counters: _Counters) -> None:
+        self.fd = fd
+        self._tell = tell
+        self._counters = counters
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.failed: StorageError | None = None
+        self.thread = threading.Thread(target=self._run, name="meshcore-store-sync", daemon=True)
+
+    def submit(self, batch: list[_Op] | object) -> None:
+        self._queue.put(batch)
+
+    def _run(self) -> None:
+        _no_wakeup_preemption()
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            ops: list[_Op] = list(item)
+            while True:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                ops += nxt
+            try:
+                self._sync_all(ops)
+            except BaseException as exc:  # noqa: BLE001 - a bug must not leave writers waiting
+                self.failed = StorageError(f"the store's sync thread failed: {exc!r}; reopen the store")
+                for op in ops:
+                    op.result, op.error = None, self.failed
+            self._tell(ops)
+
+    def _sync_all(self, ops: list[_Op]) -> None:
+        if self.failed is None:
+            try:
+                _fdatasync(self.fd)
+            except OSError as exc:
+                self.failed = StorageError(
+                    f"the store's WAL could not be synced to disk ({exc}); its last writes may "
+                    "be lost: check the disk and reopen the store")
+                log.error("%s", self.failed)
+            else:
+                with self._counters.lock:
+                    self._counters.syncs += 1
+                return
+        for op in ops:
+            if op.error is None:
+                op.result, op.error = None, self.failed
 
 
 def _no_wakeup_preemption() -> None:
@@ -412,7 +529,7 @@ class Store:
         with c.lock:
             return StoreStatistics(
                 commits=c.commits, writes=c.writes, batch_writes_max=c.batch_writes_max,
-                failed_commits=c.failed_commits,
+                failed_commits=c.failed_commits, syncs=c.syncs,
                 pending=self._pending_max - self._pending.value + self._queued_nowait,
             )
 
@@ -421,8 +538,9 @@ class Store:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError(f"the store {self._path} is closed")
-        if self._writer.dead is not None:
-            raise self._writer.dead
+        broken = self._writer.broken
+        if broken is not None:
+            raise broken
 
     async def _write(self, apply: Callable[[sqlite3.Connection], Any], size_bytes: int = 0) -> Any:
         return await self._submit_and_wait(_Op(apply, size_bytes))
@@ -697,13 +815,13 @@ class Store:
         self._closed = True
         self._writer.submit(_STOP)
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self._writer.thread.join)
+            await trio.to_thread.run_sync(self._writer.join)
             async with self._read_limiter:
                 await trio.to_thread.run_sync(self._close_files)
 
     def _close_files(self) -> None:
         self._reader.close()
-        self._writer._conn.close()
+        self._writer.close()
 
 
 def _check_node(node: object) -> None:
@@ -729,25 +847,32 @@ async def open_store(
             raise LocalProtocolError(f"{name} must be an int >= 1, got {v!r}")
     p = Path(path)
 
-    def opening() -> tuple[sqlite3.Connection, sqlite3.Connection, list[Namespace]]:
+    def opening() -> tuple[sqlite3.Connection, sqlite3.Connection, list[Namespace], int | None]:
+        # "full": SQLite commits at NORMAL and `_WalSync` syncs the WAL (module doc).
         try:
-            w = _connect(p, synchronous.upper(), readonly=False)
+            w = _connect(p, "NORMAL", readonly=False)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the store {p}: {exc}; check the path and permissions") from None
+        r: sqlite3.Connection | None = None
+        wal_fd: int | None = None
         try:
-            spaces = _init_schema(w)
-            r = _connect(p, synchronous.upper(), readonly=True)
+            spaces = _init_schema(w)  # a write transaction: the WAL file exists after it
+            r = _connect(p, "NORMAL", readonly=True)
+            if synchronous == "full":
+                wal_fd = os.open(f"{p}-wal", os.O_RDWR | os.O_CLOEXEC)
         except BaseException as exc:
+            if r is not None:
+                r.close()
             w.close()
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, (sqlite3.Error, OSError)):
                 raise StorageError(f"cannot open the store {p}: {exc}") from None
             raise
-        return w, r, spaces
+        return w, r, spaces, wal_fd
 
-    w, r, spaces = await trio.to_thread.run_sync(opening)
+    w, r, spaces, wal_fd = await trio.to_thread.run_sync(opening)
     writer = _Writer(w, trio.lowlevel.current_trio_token(), batch_ops_max=batch_ops_max,
-                     batch_bytes_max=batch_bytes_max)
-    writer.thread.start()
+                     batch_bytes_max=batch_bytes_max, wal_fd=wal_fd)
+    writer.start()
     store = Store(p, writer, r, spaces, pending_ops_max)
     try:
         yield store
