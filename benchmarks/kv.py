@@ -36,7 +36,7 @@ checkout of another commit); its quorum puts are interleaved with ours the same 
 per put); `--vs-code-phases put_quorum,get_one` compares those phases instead (metrics named
 after each; before the first get phase both clusters get every key written once): how a change moves the figure, measured on the same machine at the same time.
 
-CPU: every phase also reports `*_server_cpu_ms_per_op` (user + system CPU of the agents, or
+CPU: every phase also reports `*_server_cpu_ms_per_op` (user + system CPU of the agents and their child processes, or
 of the etcd members, per completed operation, from /proc) and `*_client_cpu_ms_per_op`
 (this process), so a throughput figure can be read against what it cost.
 """
@@ -100,14 +100,32 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def _tree(pid: int) -> list[int]:
+    """`pid` and its live descendants (an agent's store runs a sync helper process)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
 def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    """Resident memory of `pid` and its descendants."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            if p == pid:
+                return float("nan")
+    return total / 1024
 
 
 # --- clients ------------------------------------------------------------------------------
@@ -205,15 +223,19 @@ class HttpClient:
 
 
 def _cpu_s(pids: list[int]) -> float:
-    """User + system CPU seconds used so far by the processes `pids` (all their threads)."""
+    """User + system CPU seconds used so far by the processes `pids` (all their threads)
+    and their descendants (live ones, and those they have reaped)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    for root in pids:
+        for pid in _tree(root):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+            if pid == root:
+                total += int(fields[13]) + int(fields[14])  # cutime, cstime: reaped children
     return total / tick
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
-import threading
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import trio.testing
 
 from meshcore.errors import LocalProtocolError, NamespaceError, RecordError, StorageError
 from meshcore.kv import VALUE_BYTES_MAX, Namespace, Record, Stamp, TombstoneAck, merge, newer
+from meshcore.runtime import _wal_syncer
 from meshcore.runtime._storage import WAL_CHECKPOINT_PAGES, Store, open_store
 
 A, B, C = (bytes([i]) * 16 for i in (1, 2, 3))
@@ -466,26 +468,61 @@ async def test_the_writer_thread_does_not_preempt_its_waker(store: Store) -> Non
     assert os.sched_getscheduler(native_id) == os.SCHED_BATCH
 
 
-# --- synchronous="full": the WAL sync is a second stage, answers wait for it -------------
+# --- synchronous="full": a helper process syncs the WAL, answers wait for it -------------
+
+_FAKE_HELPER = r"""
+import os, sys
+started, release = int(sys.argv[1]), int(sys.argv[2])
+buffered = b""
+while True:
+    data = os.read(0, 65536)
+    if not data:
+        break
+    buffered += data
+    whole = len(buffered) - len(buffered) % 8
+    if not whole:
+        continue
+    last, buffered = buffered[whole - 8:whole], buffered[whole:]
+    os.write(started, last)          # tell the test a sync began, and up to which request
+    code = os.read(release, 1)       # and wait for its verdict: an errno, 0 for success
+    if not code:
+        break
+    os.write(1, last + code[0].to_bytes(4, "big"))
+"""
 
 
 class FakeDisk:
-    """Stands in for `_fdatasync`: records each sync and holds it until released."""
+    """Stands in for the sync helper: each sync waits until the test releases it."""
 
-    def __init__(self) -> None:
-        self.started: list[int] = []  # commits counted when each sync began
-        self.release: list[threading.Event] = []
-        self.error: OSError | None = None
-        self.store: Store | None = None
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._started_r, self._started_w = os.pipe()
+        self._release_r, self._release_w = os.pipe()
+        os.set_blocking(self._started_r, False)
+        monkeypatch.setattr("meshcore.runtime._storage._sync_helper_command", self.command)
 
-    def __call__(self, fd: int) -> None:
-        assert self.store is not None
-        gate = threading.Event()
-        self.started.append(self.store.statistics().commits)
-        self.release.append(gate)
-        assert gate.wait(10), "the test never released this sync"
-        if self.error is not None:
-            raise self.error
+    def command(self, wal_fd: int) -> tuple[list[str], tuple[int, ...]]:
+        return ([sys.executable, "-I", "-S", "-c", _FAKE_HELPER, str(self._started_w), str(self._release_r)],
+                (self._started_w, self._release_r))
+
+    async def next_sync(self) -> int:
+        """Wait for the next sync to begin; the last request number it covers."""
+        with trio.fail_after(10):
+            await trio.lowlevel.wait_readable(self._started_r)
+        return int.from_bytes(os.read(self._started_r, 8), "big")
+
+    def no_sync_began(self) -> bool:
+        try:
+            os.read(self._started_r, 8)
+        except BlockingIOError:
+            return True
+        return False
+
+    def release(self, errno: int = 0) -> None:
+        os.write(self._release_w, bytes([errno]))
+
+    def close(self) -> None:
+        for fd in (self._started_r, self._started_w, self._release_r, self._release_w):
+            os.close(fd)
 
 
 async def wait_for(out: Outcomes, n: int) -> None:
@@ -494,31 +531,25 @@ async def wait_for(out: Outcomes, n: int) -> None:
 
 
 async def until(cond, what: str) -> None:  # type: ignore[no-untyped-def]
-    with trio.fail_after(10):
+    with trio.fail_after(10):  # a safety net: the writer thread commits on its own
         while not cond():
-            await trio.sleep(0.001)  # the writer and sync threads run on their own
+            await trio.sleep(0.001)
 
 
 @pytest.fixture
 async def synced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Store, FakeDisk]]:
-    disk = FakeDisk()
-    monkeypatch.setattr("meshcore.runtime._storage._fdatasync", disk)
-    async with open_store(tmp_path / "node.db", synchronous="full") as s:
-        disk.store = s
-        disk.error = None
-        put = trio.Event()
-        # The namespace write is synced too: let that first sync through.
-        async with trio.open_nursery() as n:
-            async def define() -> None:
-                await s.put_namespace(NS)
-                put.set()
-            n.start_soon(define)
-            await until(lambda: len(disk.release) == 1, "the namespace's sync")
-            disk.release[0].set()
-        assert put.is_set()
-        yield s, disk
-        for gate in disk.release:
-            gate.set()  # let the close finish whatever a failed test left held
+    disk = FakeDisk(monkeypatch)
+    try:
+        async with open_store(tmp_path / "node.db", synchronous="full") as s:
+            async with trio.open_nursery() as n:  # the namespace's write is synced too
+                n.start_soon(s.put_namespace, NS)
+                assert await disk.next_sync() == 1
+                disk.release()
+            yield s, disk
+            for _ in range(8):
+                disk.release()  # let the close finish whatever a failed test left held
+    finally:
+        disk.close()
 
 
 async def test_a_write_is_answered_only_after_a_sync_that_began_after_its_commit(
@@ -526,19 +557,17 @@ async def test_a_write_is_answered_only_after_a_sync_that_began_after_its_commit
     store, disk = synced
     out = Outcomes()
     store.put_many_nowait("photos", [rec(b"a", b"1", 1)], out.for_("a"))
-    await until(lambda: len(disk.started) == 2, "a's sync")
+    assert await disk.next_sync() == 2  # a's commit is request 2
     # a is committed (visible to this node's reads) but not answered: its sync is held.
     assert await store.get("photos", b"a") == rec(b"a", b"1", 1)
     store.put_many_nowait("photos", [rec(b"b", b"2", 1)], out.for_("b"))
-    await until(lambda: store.statistics().commits == disk.started[1] + 1, "b's commit during a's sync")
-    await trio.sleep(0.05)
+    await until(lambda: store.statistics().commits == 3, "b's commit during a's sync")
     assert out.got == []
-    disk.release[1].set()  # a's sync: it began before b's commit, so it answers a only
+    disk.release()  # a's sync began before b's commit: it answers a only
     await wait_for(out, 1)
     assert out.got == [("a", [True], None)]
-    await until(lambda: len(disk.started) == 3, "the next sync, for b")
-    assert disk.started[2] >= disk.started[1] + 1  # it began after b's commit
-    disk.release[2].set()
+    assert await disk.next_sync() == 3  # the next sync, for b
+    disk.release()
     await wait_for(out, 2)
     assert out.got[1] == ("b", [True], None)
     assert store.statistics().syncs == 3  # the namespace's, a's, b's
@@ -548,25 +577,24 @@ async def test_commits_that_finish_during_a_sync_share_the_next_one(synced: tupl
     store, disk = synced
     out = Outcomes()
     store.put_many_nowait("photos", [rec(b"first", b"v", 1)], out.for_("first"))
-    await until(lambda: len(disk.started) == 2, "the first sync")
+    assert await disk.next_sync() == 2
     for i in range(5):  # each its own commit: the writer is idle between them
         store.put_many_nowait("photos", [rec(b"k%d" % i, b"v", 1)], out.for_(f"k{i}"))
-        await until(lambda i=i: store.statistics().commits == disk.started[1] + i + 1, "a commit")
-    disk.release[1].set()
-    await until(lambda: len(disk.started) == 3, "the second sync")
-    disk.release[2].set()
+        await until(lambda i=i: store.statistics().commits == 3 + i, "a commit")
+    disk.release()
+    assert await disk.next_sync() == 7  # one sync for the five commits
+    disk.release()
     await wait_for(out, 6)
     assert sorted(name for name, _, _ in out.got) == ["first"] + [f"k{i}" for i in range(5)]
-    assert store.statistics().syncs == 3  # five commits, one sync for all of them
+    assert store.statistics().syncs == 3
 
 
 async def test_a_failed_sync_fails_its_writes_and_the_store_takes_no_more(synced: tuple[Store, FakeDisk]) -> None:
     store, disk = synced
-    disk.error = OSError(5, "Input/output error")
     out = Outcomes()
     store.put_many_nowait("photos", [rec(b"a", b"1", 1)], out.for_("a"))
-    await until(lambda: len(disk.started) == 2, "a's sync")
-    disk.release[1].set()
+    assert await disk.next_sync() == 2
+    disk.release(5)  # EIO
     await wait_for(out, 1)
     name, won, error = out.got[0]
     assert won is None and isinstance(error, StorageError) and "could not be synced" in str(error)
@@ -579,14 +607,68 @@ async def test_a_failed_sync_fails_its_writes_and_the_store_takes_no_more(synced
         assert conn.execute("SELECT count(*) FROM records WHERE key = ?", (b"b",)).fetchone() == (0,)
     finally:
         conn.close()
-    assert len(disk.started) == 2  # and no more syncs were tried
+    assert disk.no_sync_began()  # and no more syncs were asked for
+    assert store.statistics().syncs == 1
 
 
-async def test_synchronous_normal_never_syncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    disk = FakeDisk()
-    monkeypatch.setattr("meshcore.runtime._storage._fdatasync", disk)
+async def test_synchronous_normal_starts_no_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_helper(wal_fd: int) -> tuple[list[str], tuple[int, ...]]:
+        raise AssertionError("synchronous=normal must not start a sync helper")
+
+    monkeypatch.setattr("meshcore.runtime._storage._sync_helper_command", no_helper)
     async with open_store(tmp_path / "node.db", synchronous="normal") as s:
         await s.put_namespace(NS)
         await s.put_many("photos", [rec(b"a", b"1", 1)])
         assert s.statistics().syncs == 0
-    assert disk.started == []
+
+
+async def test_the_real_helper_syncs_and_stops_with_the_store(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "node.db") as s:
+        await s.put_namespace(NS)
+        await s.put_many("photos", [rec(b"a", b"1", 1)])
+        assert s.statistics().syncs >= 2
+        helper = s._writer.sync
+        assert helper is not None and helper.proc.poll() is None
+    assert helper.proc.poll() == 0  # it exited when the store closed
+
+
+async def test_a_helper_that_dies_fails_writes_instead_of_hanging(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "node.db") as s:
+        await s.put_namespace(NS)
+        helper = s._writer.sync
+        assert helper is not None
+        helper.proc.kill()
+        with trio.fail_after(10):
+            with pytest.raises(StorageError, match="sync helper"):
+                await s.put_many("photos", [rec(b"a", b"1", 1)])
+            with pytest.raises(StorageError, match="sync helper"):
+                await s.put_many("photos", [rec(b"b", b"1", 1)])
+
+
+def test_the_helper_answers_once_per_sync_and_its_first_error_sticks(tmp_path: Path) -> None:
+    script = Path(_wal_syncer.__file__)
+    good = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-S", str(script), str(good)],
+                              input=(1).to_bytes(8, "big") + (2).to_bytes(8, "big"), capture_output=True,
+                              pass_fds=(good,), timeout=30, check=True)
+    finally:
+        os.close(good)
+    answers = proc.stdout
+    assert len(answers) % 12 == 0 and answers[-12:] == (2).to_bytes(8, "big") + (0).to_bytes(4, "big")
+    # A descriptor that cannot be synced: EBADF, then the same error without syncing again.
+    r, w = os.pipe()
+    helper = subprocess.Popen([sys.executable, "-I", "-S", str(script), "999"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    try:
+        assert helper.stdin is not None and helper.stdout is not None
+        for seq in (1, 2):
+            helper.stdin.write(seq.to_bytes(8, "big"))
+            helper.stdin.flush()
+            assert helper.stdout.read(12) == seq.to_bytes(8, "big") + (9).to_bytes(4, "big")  # EBADF
+        helper.stdin.close()
+        assert helper.wait(timeout=30) == 0  # it exits when its stdin closes
+    finally:
+        helper.kill()
+        os.close(r)
+        os.close(w)

@@ -12,18 +12,22 @@ second connection in a worker thread (WAL lets them proceed while the writer com
 Durability: ``journal_mode=WAL``, and with ``synchronous="full"`` (the default) no write is
 reported before the WAL holding it is synced to disk, so an acknowledged write survives
 kill -9 of the process AND a power cut or kernel crash. The sync is a second stage of the
-group commit, on a thread of its own (`_WalSync`): SQLite commits with its NORMAL setting
-(the WAL frames written, not synced) and the sync thread then fdatasyncs the WAL file and
-answers every write whose commit finished before that sync began. SQLite's FULL is exactly
-NORMAL plus that sync at the end of each commit, so what reaches the disk is the same; the
-difference is that the next group commit runs while a sync is in flight instead of after
-it, and one sync covers every commit that finished meanwhile. A commit is visible to this
-node's reads up to one sync before it is durable; only its acknowledgement waits. A failed
-sync (an I/O error) fails its writes and every later one with `StorageError` (the page
-cache can no longer be trusted to hold them): reopen the store. (``synchronous="normal"``
-answers after the commit and never syncs: kill -9 is survived, since the WAL pages are in
-the OS cache, but the last commits can be lost on power loss, and micro-DCs on solar power
-do lose power. It is there for benchmarks and tests that accept that trade.)
+group commit (`_SyncHelper`): SQLite commits with its NORMAL setting (the WAL frames
+written, not synced), the writer hands the commit to a small helper process
+(`_wal_syncer`, one per store) that fdatasyncs the WAL file, and the trio thread answers
+the commit's writes when the helper reports a sync that began after the commit. SQLite's
+FULL is exactly NORMAL plus that sync at the end of each commit, so what reaches the disk
+is the same; the differences are that the next group commit runs while a sync is in
+flight instead of after it, one sync covers every commit that finished meanwhile, and the
+wait for the disk costs the agent's threads no hand-overs of CPython's GIL (a sync thread
+in this process did: 0.80–0.83 of the CPU per put with the process instead, the helper's
+own CPU included). A commit is visible to this node's reads up to one sync before it is
+durable; only its acknowledgement waits. A failed sync (an I/O error), or a helper that
+died, fails its writes and every later one with `StorageError`, reads included (the page
+cache can no longer be trusted to match the disk): reopen the store. (``synchronous=
+"normal"`` answers after the commit and never syncs: kill -9 is survived, since the WAL
+pages are in the OS cache, but the last commits can be lost on power loss, and micro-DCs
+on solar power do lose power. It is there for benchmarks and tests that accept that trade.)
 
 Last-writer-wins is applied inside the transaction (`put_many` reports which records won),
 so concurrent writers cannot lose a newer version. A group commit of only `put_many_nowait`
@@ -44,11 +48,14 @@ calls or about `batch_bytes_max` bytes; at most `pending_ops_max` calls wait in 
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import os
 import queue
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -61,6 +68,7 @@ import trio
 from ..errors import DecodeError, LocalProtocolError, NamespaceError, RecordError, StorageError
 from ..kv import Namespace, Record, Stamp, TombstoneAck, decode_namespace, encode_namespace
 from ..kv import as_key as _as_key
+from . import _wal_syncer
 from ._fastio import acquire
 
 log = logging.getLogger("meshcore.runtime")
@@ -176,7 +184,6 @@ class _Counters:
     writes: int = 0
     batch_writes_max: int = 0
     failed_commits: int = 0
-    syncs: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -234,9 +241,9 @@ class _Writer:
     """The writer thread: group commit of everything queued, results sent back to trio."""
 
     def __init__(self, conn: sqlite3.Connection, token: trio.lowlevel.TrioToken, *,
-                 batch_ops_max: int, batch_bytes_max: int, wal_fd: int | None = None) -> None:
-        """`wal_fd`: an open descriptor of the WAL file, to sync before answering each
-        commit's writes (synchronous="full"); None: answer once committed."""
+                 batch_ops_max: int, batch_bytes_max: int, sync: _SyncHelper | None = None) -> None:
+        """`sync`: the helper that syncs the WAL before each commit's writes are answered
+        (synchronous="full"); None: answer once committed."""
         self._conn = conn
         self._token = token
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -245,29 +252,16 @@ class _Writer:
         self.counters = _Counters()
         self.dead: StorageError | None = None
         self.thread = threading.Thread(target=self._run, name="meshcore-store-writer", daemon=True)
-        self._sync = None if wal_fd is None else _WalSync(wal_fd, self._tell_all, self.counters)
-
-    def start(self) -> None:
-        if self._sync is not None:
-            self._sync.thread.start()
-        self.thread.start()
-
-    def join(self) -> None:
-        """Wait for both threads to finish (after `submit(_STOP)`)."""
-        self.thread.join()
-        if self._sync is not None:
-            self._sync.thread.join()
+        self.sync = sync
 
     def close(self) -> None:
-        """Close the connection and the WAL descriptor (after `join`)."""
+        """Close the connection (after the thread finished)."""
         self._conn.close()
-        if self._sync is not None:
-            os.close(self._sync.fd)
 
     @property
     def broken(self) -> StorageError | None:
         """Why this writer takes no more writes (its thread crashed, or a sync failed)."""
-        return self.dead or (self._sync.failed if self._sync is not None else None)
+        return self.dead or (self.sync.failed if self.sync is not None else None)
 
     def submit(self, op: _Op | object) -> None:
         self._queue.put(op)
@@ -368,7 +362,7 @@ class _Writer:
                 if item is _STOP:
                     break
                 batch, stop = self._take_batch(item)
-                sync = self._sync
+                sync = self.sync
                 if sync is None:
                     self._commit(batch)
                     self._tell_all(batch)
@@ -396,76 +390,137 @@ class _Writer:
                 except queue.Empty:
                     break
                 batch = [] if item is _STOP else [item]
-        finally:
-            if self._sync is not None:
-                self._sync.submit(_STOP)  # after every batch it was handed
 
 
-def _fdatasync(fd: int) -> None:
-    """The WAL sync (a module function: tests stand in for the disk here)."""
-    os.fdatasync(fd)
+def _sync_helper_command(wal_fd: int) -> tuple[list[str], tuple[int, ...]]:
+    """The sync helper's command line and the descriptors it inherits (a module function:
+    tests stand in for the disk here). -I -S: no site packages, no environment, so it
+    starts in milliseconds and holds a few MB."""
+    return [sys.executable, "-I", "-S", str(Path(__file__).with_name("_wal_syncer.py")), str(wal_fd)], (wal_fd,)
 
 
-class _WalSync:
-    """The second stage of a group commit (module doc, Durability): sync the WAL, then answer.
+class _SyncHelper:
+    """The second stage of a group commit (module doc, Durability): a helper process syncs
+    the WAL, the trio thread answers the writes.
 
-    Takes every committed batch handed over while the previous sync ran, makes one
-    `_fdatasync` of the WAL file for all of them, then answers their writes in one call
-    of `tell`. A failed sync fails those writes and sets `failed`: later batches are
-    failed without a sync, and the writer applies nothing more."""
+    The writer thread hands over each committed batch (`submit`: numbered, kept in
+    `pending`, the number sent to the helper). `run`, a task on the trio thread, reads the
+    helper's answers (`_wal_syncer`: the last number it read before a sync) and answers
+    every pending batch up to it. A failed sync, or a helper gone, sets `failed`: pending
+    and later batches fail with it, and the writer applies nothing more."""
 
-    def __init__(self, fd: int, tell: Callable[[list[_Op]], None], counters: _Counters) -> None:
-        self.fd = fd
-        self._tell = tell
-        self._counters = counters
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    def __init__(self, wal_fd: int, token: trio.lowlevel.TrioToken) -> None:
+        """Start the helper for the open WAL descriptor `wal_fd` (closed by `aclose`).
+        Raises OSError if it cannot be started."""
+        argv, fds = _sync_helper_command(wal_fd)
+        self.wal_fd = wal_fd
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=fds,
+                                     bufsize=0)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._requests = self.proc.stdin
+        self._answers = self.proc.stdout.fileno()
+        os.set_blocking(self._answers, False)
+        self._token = token
+        self.syncs = 0  # answered syncs (trio thread)
+        self._seq = 0
+        self.pending: collections.deque[tuple[int, list[_Op]]] = collections.deque()
         self.failed: StorageError | None = None
-        self.thread = threading.Thread(target=self._run, name="meshcore-store-sync", daemon=True)
+        self._closing = False
+        self._settled = trio.Event()  # set by `run` when nothing is pending
+        self.finished = trio.Event()  # `run` returned
 
-    def submit(self, batch: list[_Op] | object) -> None:
-        self._queue.put(batch)
+    def submit(self, batch: list[_Op]) -> None:
+        """Writer thread: `batch` is committed; answer it once a later sync is done."""
+        self._seq += 1
+        self.pending.append((self._seq, batch))
+        try:
+            self._requests.write(self._seq.to_bytes(8, "big"))
+        except (OSError, ValueError) as exc:  # the helper is gone (ValueError: pipe closed)
+            self._fail_soon(StorageError(f"the store's sync helper is gone ({exc!r}); reopen the store"))
 
-    def _run(self) -> None:
-        _no_wakeup_preemption()
-        stop = False
-        while not stop:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            ops: list[_Op] = list(item)
-            while True:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                ops += nxt
-            try:
-                self._sync_all(ops)
-            except BaseException as exc:  # noqa: BLE001 - a bug must not leave writers waiting
-                self.failed = StorageError(f"the store's sync thread failed: {exc!r}; reopen the store")
-                for op in ops:
-                    op.result, op.error = None, self.failed
-            self._tell(ops)
-
-    def _sync_all(self, ops: list[_Op]) -> None:
+    def _fail_soon(self, error: StorageError) -> None:
         if self.failed is None:
-            try:
-                _fdatasync(self.fd)
-            except OSError as exc:
-                self.failed = StorageError(
-                    f"the store's WAL could not be synced to disk ({exc}); its last writes may "
-                    "be lost: check the disk and reopen the store")
-                log.error("%s", self.failed)
-            else:
-                with self._counters.lock:
-                    self._counters.syncs += 1
-                return
-        for op in ops:
-            if op.error is None:
-                op.result, op.error = None, self.failed
+            self.failed = error
+        try:
+            self._token.run_sync_soon(self._answer_up_to, self._seq)
+        except trio.RunFinishedError:
+            pass
+
+    def _answer_up_to(self, seq: int) -> None:
+        """Trio thread: answer every pending batch numbered `seq` or less (with `failed`, if set)."""
+        failed = self.failed
+        while self.pending and self.pending[0][0] <= seq:
+            batch = self.pending.popleft()[1]
+            if failed is not None:
+                for op in batch:
+                    if op.error is None:
+                        op.result, op.error = None, failed
+            _answer_all(batch)
+        if not self.pending:
+            self._settled.set()
+
+    async def run(self) -> None:
+        """Read the helper's answers until it exits; never raises (a system task)."""
+        buffered = b""
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(self._answers)
+                try:
+                    data = os.read(self._answers, 65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                buffered += data
+                whole = len(buffered) - len(buffered) % _wal_syncer.ANSWER_BYTES
+                for i in range(0, whole, _wal_syncer.ANSWER_BYTES):
+                    seq = int.from_bytes(buffered[i:i + 8], "big")
+                    errno = int.from_bytes(buffered[i + 8:i + 12], "big")
+                    if errno and self.failed is None:
+                        self.failed = StorageError(
+                            f"the store's WAL could not be synced to disk ({os.strerror(errno)}); its last "
+                            "writes may be lost: check the disk and reopen the store")
+                        log.error("%s", self.failed)
+                    elif not errno:
+                        self.syncs += 1
+                    self._answer_up_to(seq)
+                buffered = buffered[whole:]
+        except BaseException as exc:  # noqa: BLE001 - a bug (or shutdown) must not leave writers waiting
+            if self.failed is None:
+                self.failed = StorageError(f"the store's sync reader stopped: {exc!r}; reopen the store")
+            self._answer_up_to(self._seq)
+            self.finished.set()
+            if isinstance(exc, trio.Cancelled):
+                raise
+            return
+        if not self._closing and self.failed is None:
+            self.failed = StorageError("the store's sync helper exited; reopen the store")
+            log.error("%s", self.failed)
+        self._answer_up_to(self._seq)
+        self.finished.set()
+
+    async def aclose(self) -> None:
+        """Trio thread, after the writer thread finished: wait for the last answers, then
+        stop the helper."""
+        while self.pending and not self.finished.is_set():
+            self._settled = trio.Event()
+            if self.pending:
+                await self._settled.wait()
+        self._closing = True
+        self._requests.close()
+        await self.finished.wait()
+        await trio.to_thread.run_sync(self._reap)
+        os.close(self.wal_fd)
+
+    def _reap(self) -> None:
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()  # type: ignore[union-attr]
 
 
 def _no_wakeup_preemption() -> None:
@@ -529,7 +584,8 @@ class Store:
         with c.lock:
             return StoreStatistics(
                 commits=c.commits, writes=c.writes, batch_writes_max=c.batch_writes_max,
-                failed_commits=c.failed_commits, syncs=c.syncs,
+                failed_commits=c.failed_commits,
+                syncs=self._writer.sync.syncs if self._writer.sync is not None else 0,
                 pending=self._pending_max - self._pending.value + self._queued_nowait,
             )
 
@@ -815,7 +871,9 @@ class Store:
         self._closed = True
         self._writer.submit(_STOP)
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self._writer.join)
+            await trio.to_thread.run_sync(self._writer.thread.join)
+            if self._writer.sync is not None:
+                await self._writer.sync.aclose()
             async with self._read_limiter:
                 await trio.to_thread.run_sync(self._close_files)
 
@@ -847,8 +905,10 @@ async def open_store(
             raise LocalProtocolError(f"{name} must be an int >= 1, got {v!r}")
     p = Path(path)
 
-    def opening() -> tuple[sqlite3.Connection, sqlite3.Connection, list[Namespace], int | None]:
-        # "full": SQLite commits at NORMAL and `_WalSync` syncs the WAL (module doc).
+    token = trio.lowlevel.current_trio_token()
+
+    def opening() -> tuple[sqlite3.Connection, sqlite3.Connection, list[Namespace], _SyncHelper | None]:
+        # "full": SQLite commits at NORMAL and `_SyncHelper` syncs the WAL (module doc).
         try:
             w = _connect(p, "NORMAL", readonly=False)
         except sqlite3.Error as exc:
@@ -860,19 +920,25 @@ async def open_store(
             r = _connect(p, "NORMAL", readonly=True)
             if synchronous == "full":
                 wal_fd = os.open(f"{p}-wal", os.O_RDWR | os.O_CLOEXEC)
+                sync = _SyncHelper(wal_fd, token)
+            else:
+                sync = None
         except BaseException as exc:
+            if wal_fd is not None:
+                os.close(wal_fd)
             if r is not None:
                 r.close()
             w.close()
             if isinstance(exc, (sqlite3.Error, OSError)):
                 raise StorageError(f"cannot open the store {p}: {exc}") from None
             raise
-        return w, r, spaces, wal_fd
+        return w, r, spaces, sync
 
-    w, r, spaces, wal_fd = await trio.to_thread.run_sync(opening)
-    writer = _Writer(w, trio.lowlevel.current_trio_token(), batch_ops_max=batch_ops_max,
-                     batch_bytes_max=batch_bytes_max, wal_fd=wal_fd)
-    writer.start()
+    w, r, spaces, sync = await trio.to_thread.run_sync(opening)
+    writer = _Writer(w, token, batch_ops_max=batch_ops_max, batch_bytes_max=batch_bytes_max, sync=sync)
+    if sync is not None:
+        trio.lowlevel.spawn_system_task(sync.run)
+    writer.thread.start()
     store = Store(p, writer, r, spaces, pending_ops_max)
     try:
         yield store
