@@ -486,6 +486,33 @@ async def test_a_copy_too_old_to_hand_off_stays_until_a_home_replica_holds_as_ne
         assert await a.kv.get("old", key, consistency="all") == b"newer"
 
 
+async def test_two_hand_off_passes_at_once_do_not_count_each_others_drops_as_left(tmp_path: Path) -> None:
+    from meshcore.kv import HLC, Record
+
+    async with kv_mesh(tmp_path, ["a", "b", "c", "d"]) as mesh:
+        a = mesh.nodes["a"]
+        await a.kv.create_namespace("twice", replicas=2)
+        await wait_for_namespace(mesh, "twice")
+        key = next(b"k%d" % i for i in range(100) if "c" not in _home(mesh, "a", "twice", b"k%d" % i))
+        c_svc = mesh.nodes["c"].kv.service
+        await c_svc.hand_off_all()  # whatever the start left to do is done
+        copy = Record(key, b"v", HLC(mesh.nodes["c"].node_id, 0.5).now(time.time()))
+        await c_svc._store.put_many("twice", [copy])  # c holds a copy of a key it is not home for
+        dropped = c_svc.counters["handoff_dropped"]
+        results: list[int] = []
+
+        async def one_pass() -> None:
+            results.append(await c_svc.hand_off_all())
+
+        async with trio.open_nursery() as n:  # as the loop's pass and an asked-for one may meet
+            n.start_soon(one_pass)
+            n.start_soon(one_pass)
+        assert results == [0, 0]
+        assert c_svc.counters["handoff_dropped"] == dropped + 1
+        assert await c_svc._store.get("twice", key) is None
+        assert await a.kv.get("twice", key, consistency="all") == b"v"
+
+
 async def test_a_store_failing_during_a_hand_off_pass_is_counted_and_the_node_keeps_serving(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from meshcore.errors import StorageError

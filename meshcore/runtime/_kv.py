@@ -296,6 +296,9 @@ class KvService:
         self._loading = False
         self._nursery: trio.Nursery | None = None
         self._ring_changed = trio.Event()
+        # One hand-off pass at a time: a pass asked for (hand_off_all) while the loop's is
+        # running would try the same copies, and count those the other dropped as left.
+        self._handoff_lock = trio.Lock()
         # node -> trio time at which it leaves the ring unless it is back (member_left/down)
         self._reclaim: dict[bytes, float] = {}
         self._reclaim_wakeup = trio.Event()
@@ -943,6 +946,10 @@ class KvService:
     async def hand_off_all(self) -> int:
         """One hand-off pass (module docstring) over every namespace; returns how many keys
         held here that this node is no longer a home replica of are still here."""
+        async with self._handoff_lock:
+            return await self._hand_off_pass()
+
+    async def _hand_off_pass(self) -> int:
         core = self._require()
         self.counters["handoff_passes"] += 1
         cfg = self.config
