@@ -17,7 +17,7 @@ from meshcore.errors import ConsistencyError, LocalProtocolError, NamespaceError
 from meshcore.kv import KvConfig
 from meshcore.node import Node, open_node
 from meshcore.node.testing import SecureCluster
-from meshcore.runtime._kv import KvServiceConfig
+from meshcore.runtime._kv import KvService, KvServiceConfig
 
 LIMIT_S = 60.0
 FAST = KvServiceConfig(core=KvConfig(request_timeout_s=1.0, tick_s=0.2, hint_retry_s=0.3),
@@ -462,6 +462,14 @@ async def test_a_leave_followed_by_a_return_within_the_grace_moves_nothing(tmp_p
             await trio.sleep(0.05)
 
 
+async def _key_c_is_not_home_for(mesh: KvMesh, namespace: str) -> tuple[bytes, KvService]:
+    """Make a 2-replica namespace; a key whose home replicas do not include c, and c's service."""
+    await mesh.nodes["a"].kv.create_namespace(namespace, replicas=2)
+    await wait_for_namespace(mesh, namespace)
+    key = next(b"k%d" % i for i in range(100) if "c" not in _home(mesh, "a", namespace, b"k%d" % i))
+    return key, mesh.nodes["c"].kv.service
+
+
 async def test_a_copy_too_old_to_hand_off_stays_until_a_home_replica_holds_as_new(tmp_path: Path) -> None:
     # Versions older than the hint TTL are refused to any write (that is what keeps a
     # purged delete from coming back): such a copy is dropped only once a read at `all`
@@ -470,10 +478,7 @@ async def test_a_copy_too_old_to_hand_off_stays_until_a_home_replica_holds_as_ne
 
     async with kv_mesh(tmp_path, ["a", "b", "c", "d"]) as mesh:
         a = mesh.nodes["a"]
-        await a.kv.create_namespace("old", replicas=2)
-        await wait_for_namespace(mesh, "old")
-        key = next(b"k%d" % i for i in range(100) if "c" not in _home(mesh, "a", "old", b"k%d" % i))
-        c_svc = mesh.nodes["c"].kv.service
+        key, c_svc = await _key_c_is_not_home_for(mesh, "old")
         ttl = c_svc.config.core.hint_ttl_s
         ancient = Record(key, b"ancient", Stamp(int((time.time() - ttl - 60) * 1e6), 0, b"\x01" * 16))
         await c_svc._store.put_many("old", [ancient])  # c holds a copy of a key it is not home for
@@ -491,10 +496,7 @@ async def test_two_hand_off_passes_at_once_do_not_count_each_others_drops_as_lef
 
     async with kv_mesh(tmp_path, ["a", "b", "c", "d"]) as mesh:
         a = mesh.nodes["a"]
-        await a.kv.create_namespace("twice", replicas=2)
-        await wait_for_namespace(mesh, "twice")
-        key = next(b"k%d" % i for i in range(100) if "c" not in _home(mesh, "a", "twice", b"k%d" % i))
-        c_svc = mesh.nodes["c"].kv.service
+        key, c_svc = await _key_c_is_not_home_for(mesh, "twice")
         await c_svc.hand_off_all()  # whatever the start left to do is done
         copy = Record(key, b"v", HLC(mesh.nodes["c"].node_id, 0.5).now(time.time()))
         await c_svc._store.put_many("twice", [copy])  # c holds a copy of a key it is not home for
