@@ -672,3 +672,19 @@ def test_the_helper_answers_once_per_sync_and_its_first_error_sticks(tmp_path: P
         helper.kill()
         os.close(r)
         os.close(w)
+
+
+async def test_a_helper_that_cannot_start_fails_the_open_clearly_and_keeps_the_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "node.db"
+    async with open_store(path, synchronous="normal") as s:
+        await s.put_namespace(NS)
+        await s.put_many("photos", [rec(b"a", b"1", 1)])
+    monkeypatch.setattr("meshcore.runtime._storage._sync_helper_command",
+                        lambda wal_fd: ([str(tmp_path / "no-such-python")], (wal_fd,)))
+    with pytest.raises(StorageError, match="cannot open the store"):
+        async with open_store(path):
+            pass
+    monkeypatch.undo()
+    async with open_store(path) as s:
+        assert await s.get("photos", b"a") == rec(b"a", b"1", 1)

@@ -353,7 +353,8 @@ class _Writer:
             pass  # nobody is left to tell
 
     def _run(self) -> None:
-        _no_wakeup_preemption()
+        if not _wal_syncer.no_wakeup_preemption():
+            log.debug("the store writer thread stays SCHED_OTHER")
         stop = False
         batch: list[_Op] = []
         try:
@@ -438,9 +439,14 @@ class _SyncHelper:
         except (OSError, ValueError) as exc:  # the helper is gone (ValueError: pipe closed)
             self._fail_soon(StorageError(f"the store's sync helper is gone ({exc!r}); reopen the store"))
 
-    def _fail_soon(self, error: StorageError) -> None:
+    def _fail(self, error: StorageError) -> None:
+        """Record the first failure (every later write fails with it) and log it."""
         if self.failed is None:
             self.failed = error
+            log.error("%s", error)
+
+    def _fail_soon(self, error: StorageError) -> None:
+        self._fail(error)
         try:
             self._token.run_sync_soon(self._answer_up_to, self._seq)
         except trio.RunFinishedError:
@@ -460,54 +466,54 @@ class _SyncHelper:
             self._settled.set()
 
     async def run(self) -> None:
-        """Read the helper's answers until it exits; never raises (a system task)."""
-        buffered = b""
+        """Read the helper's answers until it exits; never raises but Cancelled (a system
+        task). However it ends, every write handed over is answered."""
         try:
-            while True:
-                await trio.lowlevel.wait_readable(self._answers)
-                try:
-                    data = os.read(self._answers, 65536)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    break
-                buffered += data
-                whole = len(buffered) - len(buffered) % _wal_syncer.ANSWER_BYTES
-                for i in range(0, whole, _wal_syncer.ANSWER_BYTES):
-                    seq = int.from_bytes(buffered[i:i + 8], "big")
-                    errno = int.from_bytes(buffered[i + 8:i + 12], "big")
-                    if errno and self.failed is None:
-                        self.failed = StorageError(
-                            f"the store's WAL could not be synced to disk ({os.strerror(errno)}); its last "
-                            "writes may be lost: check the disk and reopen the store")
-                        log.error("%s", self.failed)
-                    elif not errno:
-                        self.syncs += 1
-                    self._answer_up_to(seq)
-                buffered = buffered[whole:]
-        except BaseException as exc:  # noqa: BLE001 - a bug (or shutdown) must not leave writers waiting
-            if self.failed is None:
-                self.failed = StorageError(f"the store's sync reader stopped: {exc!r}; reopen the store")
+            await self._read_answers()
+            if not self._closing:
+                self._fail(StorageError("the store's sync helper exited; reopen the store"))
+        except trio.Cancelled:
+            self._fail(StorageError("the store's sync reader was cancelled; reopen the store"))
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a bug must not leave writers waiting
+            self._fail(StorageError(f"the store's sync reader stopped: {exc!r}; reopen the store"))
+        finally:
             self._answer_up_to(self._seq)
             self.finished.set()
-            if isinstance(exc, trio.Cancelled):
-                raise
-            return
-        if not self._closing and self.failed is None:
-            self.failed = StorageError("the store's sync helper exited; reopen the store")
-            log.error("%s", self.failed)
-        self._answer_up_to(self._seq)
-        self.finished.set()
+
+    async def _read_answers(self) -> None:
+        """Answer pending batches as the helper's answers arrive, until its stdout closes."""
+        buffered = b""
+        while True:
+            await trio.lowlevel.wait_readable(self._answers)
+            try:
+                data = os.read(self._answers, 65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            buffered += data
+            whole = len(buffered) - len(buffered) % _wal_syncer.ANSWER_BYTES
+            for i in range(0, whole, _wal_syncer.ANSWER_BYTES):
+                seq = int.from_bytes(buffered[i:i + 8], "big")
+                errno = int.from_bytes(buffered[i + 8:i + 12], "big")
+                if errno:
+                    self._fail(StorageError(
+                        f"the store's WAL could not be synced to disk ({os.strerror(errno)}); its last "
+                        "writes may be lost: check the disk and reopen the store"))
+                else:
+                    self.syncs += 1
+                self._answer_up_to(seq)
+            buffered = buffered[whole:]
 
     async def aclose(self) -> None:
         """Trio thread, after the writer thread finished: wait for the last answers, then
         stop the helper."""
         while self.pending and not self.finished.is_set():
             self._settled = trio.Event()
-            if self.pending:
-                await self._settled.wait()
+            await self._settled.wait()
         self._closing = True
         self._requests.close()
         await self.finished.wait()
@@ -521,24 +527,6 @@ class _SyncHelper:
             self.proc.kill()
             self.proc.wait()
         self.proc.stdout.close()  # type: ignore[union-attr]
-
-
-def _no_wakeup_preemption() -> None:
-    """Make the calling thread (the writer) SCHED_BATCH, where Linux offers it.
-
-    The trio thread wakes the writer once per group commit while holding the GIL. A
-    normal thread woken that way may preempt its waker on the same core, only to find the
-    GIL taken and go back to sleep, and the trio thread waits for a core with the GIL in
-    hand. A SCHED_BATCH thread does not preempt on wake-up; it runs at the next tick or on
-    a free core, with the same share of the CPU. Measured on quorum puts (kv benchmark,
-    5 agents): 0.934 of the CPU per put, and 0.89 with `WAL_CHECKPOINT_PAGES`."""
-    setter = getattr(os, "sched_setscheduler", None)
-    if setter is None or not hasattr(os, "SCHED_BATCH"):
-        return
-    try:
-        setter(0, os.SCHED_BATCH, os.sched_param(0))  # 0: this thread, on Linux
-    except OSError as exc:
-        log.debug("store writer stays SCHED_OTHER: %s", exc)
 
 
 @functools.cache
