@@ -34,7 +34,10 @@ the spread of the per-round ratios.
 checkout of another commit); its quorum puts are interleaved with ours the same way
 (`put_quorum_vs_code`, per-round min/max, and `put_quorum_cpu_vs_code`, the ratio of CPU
 per put); `--vs-code-phases put_quorum,get_one` compares those phases instead (metrics named
-after each; before the first get phase both clusters get every key written once): how a change moves the figure, measured on the same machine at the same time.
+after each): how a change moves the figure, measured on the same machine at the same time.
+This comparison runs first, while both clusters are fresh, after the same warm-up on both
+(every key written once at quorum, both clusters at once), so that neither has a longer
+history (a grown WAL, full caches) than the other.
 
 CPU: every phase also reports `*_server_cpu_ms_per_op` (user + system CPU of the agents and their child processes, or
 of the etcd members, per completed operation, from /proc) and `*_client_cpu_ms_per_op`
@@ -459,6 +462,26 @@ async def _bench(args: argparse.Namespace, agents: list[AgentProcess], etcd: lis
             for c in theirs.clients:
                 await c.connect()
         mesh_ops, etcd_ops = _mesh_ops(args), _etcd_ops(args)
+        if base is not None:
+            # First, while both clusters are fresh, and after the same warm-up on both (every key
+            # written once at quorum, both at once): a cluster that had already run the other
+            # phases (its WAL grown and wrapped, its caches full) ran about 1.15x a fresh copy of
+            # the same code, a bias that hid smaller effects.
+            for c in base.clients:
+                await c.connect()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_fill, ours, args)
+                nursery.start_soon(_fill, base, args)
+            for name in _vs_code_phases(args):
+                op = mesh_ops[name]
+                mine, other, ratios = await _paired((ours, op), (base, op), args.seconds, args.rounds, args.seed)
+                other.record(metrics, f"vs_code_{name}")
+                _record_ratio(metrics, f"{name}_vs_code", mine, other, ratios)
+                if mine.ops and other.ops:
+                    metrics[f"{name}_cpu_vs_code"] = round(
+                        (mine.server_cpu_s / mine.ops) / (other.server_cpu_s / other.ops), 3)
+            for c in base.clients:  # done with it: the later phases measure our agents alone
+                await c.aclose()
         for name, op in mesh_ops.items():
             seed = args.seed + name.startswith("get")
             if theirs is not None and name in etcd_ops:
@@ -471,25 +494,6 @@ async def _bench(args: argparse.Namespace, agents: list[AgentProcess], etcd: lis
                 mine = Tally()
                 await _slice(ours, args.seconds, op, seed, mine)
                 mine.record(metrics, name)
-        if base is not None:
-            for c in base.clients:  # only now: an agent hangs up on a client idle for 5 s
-                await c.connect()
-            filled = False
-            for name in _vs_code_phases(args):
-                if name.startswith("get") and not filled:
-                    # The same keys on both sides (a missing key is a cheaper get), both at
-                    # once (an agent hangs up on a client idle for 5 s).
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(_fill, ours, args)
-                        nursery.start_soon(_fill, base, args)
-                    filled = True
-                op = mesh_ops[name]
-                mine, other, ratios = await _paired((ours, op), (base, op), args.seconds, args.rounds, args.seed)
-                other.record(metrics, f"vs_code_{name}")
-                _record_ratio(metrics, f"{name}_vs_code", mine, other, ratios)
-                if mine.ops and other.ops:
-                    metrics[f"{name}_cpu_vs_code"] = round(
-                        (mine.server_cpu_s / mine.ops) / (other.server_cpu_s / other.ops), 3)
         await _lag(args, agents, ours.clients, metrics)
     finally:
         for c in ours.clients + (theirs.clients if theirs else []) + (base.clients if base else []):

@@ -17,7 +17,7 @@ import trio.testing
 from meshcore.errors import LocalProtocolError, NamespaceError, RecordError, StorageError
 from meshcore.kv import VALUE_BYTES_MAX, Namespace, Record, Stamp, TombstoneAck, merge, newer
 from meshcore.runtime import _wal_syncer
-from meshcore.runtime._storage import WAL_CHECKPOINT_PAGES, Store, open_store
+from meshcore.runtime._storage import Store, open_store
 
 A, B, C = (bytes([i]) * 16 for i in (1, 2, 3))
 NS = Namespace(name="photos", replicas=2, regions=("occitanie",))
@@ -446,18 +446,6 @@ async def test_a_write_larger_than_one_statement_is_still_one_transaction(store:
     assert out.got == [("big", [True] * 301, None)]
     assert await store.get("photos", b"k0000") == rec(b"k0000", b"w", 2)
     assert await store.get("photos", b"k0299") == rec(b"k0299", b"v", 1)
-
-
-async def test_the_wal_is_checkpointed_every_wal_checkpoint_pages_not_every_thousand(store: Store) -> None:
-    # 30 commits of ~100 pages each: with SQLite's default (a checkpoint past 1,000 pages,
-    # then the WAL is rewritten from its start) the file would stay near 1,100 pages.
-    value = b"v" * 3000  # about one page per record
-    for c in range(30):
-        await store.put_many("photos", [rec(b"c%02d-%03d" % (c, i), value, 1) for i in range(100)])
-    page = 4096
-    wal = store.path.with_name(store.path.name + "-wal")
-    assert WAL_CHECKPOINT_PAGES > 2_500
-    assert wal.stat().st_size > 2_500 * page
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux-only")

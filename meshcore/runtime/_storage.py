@@ -75,7 +75,6 @@ log = logging.getLogger("meshcore.runtime")
 
 __all__ = [
     "PUT_RECORDS_MAX",
-    "WAL_CHECKPOINT_PAGES",
     "VERSIONS_PAGE_MAX",
     "SCHEMA_VERSION",
     "Hint",
@@ -85,13 +84,6 @@ __all__ = [
 ]
 
 PUT_RECORDS_MAX = 10_000
-#: WAL pages between two automatic checkpoints (SQLite's default is 1,000). A checkpoint
-#: copies every page the WAL changed back into the database file; a hot page rewritten by
-#: many commits is copied once per checkpoint, so checkpointing less often copies less
-#: (about 40 MB of WAL at most with 4 KiB pages, under `journal_size_limit`; a restart
-#: replays it in well under a second). Measured on quorum puts (kv benchmark, 5 agents):
-#: 0.954 of the CPU per put with 10,000.
-WAL_CHECKPOINT_PAGES = 10_000
 VERSIONS_PAGE_MAX = 100_000
 SCHEMA_VERSION = 1
 
@@ -202,9 +194,12 @@ def _connect(path: Path, synchronous: str, *, readonly: bool) -> sqlite3.Connect
         if readonly:
             conn.execute("PRAGMA query_only=1")
         else:
-            # Keep the WAL file from growing without bound after checkpoints.
+            # Keep the WAL file from growing without bound after checkpoints. Checkpoints
+            # stay at SQLite's default (past 1,000 pages of WAL): 10,000 pages, tried, ran
+            # quorum puts no faster (kv benchmark, interleaved with the default: x1.02 and
+            # x1.04 for the default), and a fresh store's first 40 MB of WAL then grow the
+            # file, whose syncs cost more than those of a WAL rewritten from its start.
             conn.execute("PRAGMA journal_size_limit=67108864")
-            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     except BaseException:
         conn.close()
         raise
