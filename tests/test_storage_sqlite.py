@@ -7,6 +7,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -597,6 +598,94 @@ async def test_a_failed_sync_fails_its_writes_and_the_store_takes_no_more(synced
         conn.close()
     assert disk.no_sync_began()  # and no more syncs were asked for
     assert store.statistics().syncs == 1
+
+
+async def test_a_close_stops_waiting_for_a_sync_that_never_ends_and_fails_the_unconfirmed_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mock_clock: trio.testing.MockClock) -> None:
+    disk = FakeDisk(monkeypatch)
+    out = Outcomes()
+    try:
+        async with open_store(tmp_path / "node.db", close_timeout_s=5) as s:
+            async with trio.open_nursery() as n:
+                n.start_soon(s.put_namespace, NS)
+                assert await disk.next_sync() == 1
+                disk.release()
+            s.put_many_nowait("photos", [rec(b"a", b"1", 1)], out.for_("a"))
+            assert await disk.next_sync() == 2  # a is committed; its sync never ends
+            helper = s._writer.sync
+            assert helper is not None
+            async with trio.open_nursery() as n:
+                n.start_soon(s.aclose)
+                while s._writer.thread.is_alive():  # the writer thread stops at once
+                    await trio.sleep(0)
+                await trio.testing.wait_all_tasks_blocked()
+                assert out.got == []  # the close waits for the disk...
+                mock_clock.jump(4.9)
+                await trio.testing.wait_all_tasks_blocked()
+                assert out.got == []
+                mock_clock.jump(0.2)  # ...for close_timeout_s, then gives up
+            [(name, won, error)] = out.got
+            assert won is None and isinstance(error, StorageError)
+            assert "closed after waiting 5 s for its disk" in str(error)
+            assert helper.proc.wait(timeout=10) == -9  # the helper was killed
+            with pytest.raises(StorageError, match="closed"):
+                await s.put_many("photos", [rec(b"b", b"1", 1)])
+    finally:
+        disk.close()
+
+
+async def test_a_close_stops_waiting_for_a_write_that_never_returns(
+        tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def hang(conn: sqlite3.Connection) -> None:
+        entered.set()
+        release.wait(30)
+
+    out = Outcomes()
+    errors: list[BaseException] = []
+    async with open_store(tmp_path / "node.db", synchronous="normal", close_timeout_s=5) as s:
+        await s.put_namespace(NS)
+
+        async def hung_write() -> None:
+            try:
+                await s._write(hang)
+            except StorageError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(hung_write)
+            while not entered.is_set():  # the writer thread is inside the write
+                await trio.sleep(0)
+            s.put_many_nowait("photos", [rec(b"b", b"1", 1)], out.for_("b"))  # queued behind it
+            n.start_soon(s.aclose)
+            await trio.testing.wait_all_tasks_blocked()
+            assert errors == [] and out.got == []
+            mock_clock.jump(5.1)
+        assert len(errors) == 1 and "closed after waiting 5 s" in str(errors[0])
+        [(name, won, error)] = out.got
+        assert name == "b" and won is None and isinstance(error, StorageError)
+        release.set()  # the disk comes back: the thread finishes its write and stops
+        s._writer.thread.join(timeout=10)
+        assert not s._writer.thread.is_alive()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(out.got) == 1  # its late answer for b was not delivered twice
+        s._writer.close()
+    conn = sqlite3.connect(tmp_path / "node.db")
+    try:  # b never reached the writer: nothing of it was applied
+        assert conn.execute("SELECT count(*) FROM records WHERE key = ?", (b"b",)).fetchone() == (0,)
+    finally:
+        conn.close()
+
+
+def test_open_store_refuses_a_close_timeout_that_is_not_a_positive_number() -> None:
+    async def main(t: object) -> None:
+        async with open_store("unused.db", close_timeout_s=t):  # type: ignore[arg-type]
+            pass
+
+    for bad in (0, -1, float("inf"), float("nan"), "5", None):
+        with pytest.raises(LocalProtocolError, match="close_timeout_s"):
+            trio.run(main, bad)
 
 
 async def test_synchronous_normal_starts_no_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

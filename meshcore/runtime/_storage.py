@@ -51,6 +51,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import math
 import os
 import queue
 import sqlite3
@@ -165,6 +166,9 @@ class _Op:
     #: A `put_many_nowait`: its upsert parameters, flat, 4 per row. The writer may merge
     #: such ops into one statement (see `_Writer._merged`).
     params: list[Any] | None = None
+    #: Set (on the trio thread) when `done` was called: a close that gave up on the disk
+    #: answers what it can find, and a late answer from the writer must not come twice.
+    answered: bool = False
 
 
 _STOP = object()
@@ -248,6 +252,7 @@ class _Writer:
         self.dead: StorageError | None = None
         self.thread = threading.Thread(target=self._run, name="meshcore-store-writer", daemon=True)
         self.sync = sync
+        self._in_hand: list[_Op] = []  # the batch the thread is committing (for `abandon`)
 
     def close(self) -> None:
         """Close the connection (after the thread finished)."""
@@ -264,6 +269,22 @@ class _Writer:
             # The thread may have drained the queue just before this put: answer here.
             op.result, op.error = None, self.dead
             self._tell_all([op])
+
+    def abandon(self, error: StorageError) -> None:
+        """Trio thread, when a close gave up waiting for this thread (the disk does not
+        answer): fail the batch in its hands and everything queued with `error`. If the
+        thread comes back, its own answers for them are ignored (`_Op.answered`)."""
+        ops = list(self._in_hand)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Op):
+                ops.append(item)
+        self._queue.put(_STOP)  # drained with the rest: the thread stops if it comes back
+        for op in ops:
+            _answer(op, None, error)
 
     def _take_batch(self, first: _Op) -> tuple[list[_Op], bool]:
         batch, size = [first], first.size_bytes
@@ -358,6 +379,7 @@ class _Writer:
                 if item is _STOP:
                     break
                 batch, stop = self._take_batch(item)
+                self._in_hand = batch
                 sync = self.sync
                 if sync is None:
                     self._commit(batch)
@@ -369,7 +391,7 @@ class _Writer:
                 else:
                     self._commit(batch)
                     sync.submit(batch)  # answered once the WAL is on disk
-                batch = []
+                batch = self._in_hand = []
         except BaseException as exc:
             # A bug here must not leave writers waiting forever: fail what is in hand and
             # everything queued, and refuse what comes next.
@@ -503,6 +525,18 @@ class _SyncHelper:
                 self._answer_up_to(seq)
             buffered = buffered[whole:]
 
+    def abandon(self, error: StorageError) -> None:
+        """Trio thread, when a close gave up waiting for the disk: fail every pending
+        batch and all later ones with `error`, and kill the helper (without waiting for it:
+        a process inside a sync that the disk does not finish cannot exit until it does)."""
+        self._fail(error)
+        self._closing = True
+        self._answer_up_to(self._seq)
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+
     async def aclose(self) -> None:
         """Trio thread, after the writer thread finished: wait for the last answers, then
         stop the helper."""
@@ -512,7 +546,7 @@ class _SyncHelper:
         self._closing = True
         self._requests.close()
         await self.finished.wait()
-        await trio.to_thread.run_sync(self._reap)
+        await trio.to_thread.run_sync(self._reap, abandon_on_cancel=True)
         os.close(self.wal_fd)
 
     def _reap(self) -> None:
@@ -537,18 +571,26 @@ def _stored_versions(conn: sqlite3.Connection, params: list[Any]) -> dict[tuple[
     return {(ns, key): (stamp, value) for ns, key, stamp, value in rows}
 
 
+def _answer(op: _Op, result: Any, error: BaseException | None) -> None:
+    """Trio thread: hand `op` its outcome, once (a later answer is ignored)."""
+    if not op.answered:
+        op.answered = True
+        op.done(result, error)
+
+
 def _answer_all(batch: list[_Op]) -> None:
     """Runs on the trio thread: hand each write of a group commit its outcome."""
     for op in batch:
-        op.done(op.result, op.error)
+        _answer(op, op.result, op.error)
 
 
 class Store:
     """The local store of one node. Create with `open_store`; all methods are async."""
 
     def __init__(self, path: Path, writer: _Writer, reader: sqlite3.Connection,
-                 spaces: Iterable[Namespace], pending_ops_max: int) -> None:
+                 spaces: Iterable[Namespace], pending_ops_max: int, close_timeout_s: float = 30.0) -> None:
         self._path = path
+        self._close_timeout_s = close_timeout_s
         self._writer = writer
         self._reader = reader
         self._read_limiter = trio.CapacityLimiter(1)
@@ -848,17 +890,33 @@ class Store:
     # --- lifecycle --------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Finish every queued write, stop the writer thread, close the files."""
+        """Finish every queued write, stop the writer thread, close the files.
+
+        Not interrupted by cancellation, but bounded by `close_timeout_s`: a disk that does
+        not answer (a sync or a write that never returns) must not keep the node from
+        stopping. Past that time every write not yet answered fails with `StorageError`
+        (none of them was acknowledged, so none is lost; some may still reach the disk
+        later), the sync helper is killed, and the files are left to the process's exit."""
         if self._closed:
             return
         self._closed = True
-        self._writer.submit(_STOP)
+        writer = self._writer
+        writer.submit(_STOP)
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self._writer.thread.join)
-            if self._writer.sync is not None:
-                await self._writer.sync.aclose()
-            async with self._read_limiter:
-                await trio.to_thread.run_sync(self._close_files)
+            with trio.move_on_after(self._close_timeout_s):
+                await trio.to_thread.run_sync(writer.thread.join, abandon_on_cancel=True)
+                if writer.sync is not None:
+                    await writer.sync.aclose()
+                async with self._read_limiter:
+                    await trio.to_thread.run_sync(self._close_files, abandon_on_cancel=True)
+                return
+        error = StorageError(
+            f"the store {self._path} was closed after waiting {self._close_timeout_s:g} s for its disk: "
+            "its writes that the disk had not confirmed failed")
+        log.error("%s (is the disk hung?)", error)
+        writer.abandon(error)
+        if writer.sync is not None:
+            writer.sync.abandon(error)
 
     def _close_files(self) -> None:
         self._reader.close()
@@ -878,14 +936,18 @@ async def open_store(
     batch_ops_max: int = 1024,
     batch_bytes_max: int = 32 * 1024 * 1024,
     pending_ops_max: int = 4096,
+    close_timeout_s: float = 30.0,
 ) -> AsyncIterator[Store]:
-    """Open (creating if needed) the store at `path`; close it on exit. See the module doc."""
+    """Open (creating if needed) the store at `path`; close it on exit (waiting at most
+    `close_timeout_s` for the disk: `Store.aclose`). See the module doc."""
     if synchronous not in ("full", "normal"):
         raise LocalProtocolError(f"synchronous is 'full' or 'normal', got {synchronous!r}")
     for name, v in (("batch_ops_max", batch_ops_max), ("batch_bytes_max", batch_bytes_max),
                     ("pending_ops_max", pending_ops_max)):
         if type(v) is not int or v < 1:
             raise LocalProtocolError(f"{name} must be an int >= 1, got {v!r}")
+    if type(close_timeout_s) not in (int, float) or not 0 < close_timeout_s < math.inf:
+        raise LocalProtocolError(f"close_timeout_s must be a number > 0, got {close_timeout_s!r}")
     p = Path(path)
 
     token = trio.lowlevel.current_trio_token()
@@ -922,7 +984,7 @@ async def open_store(
     if sync is not None:
         trio.lowlevel.spawn_system_task(sync.run)
     writer.thread.start()
-    store = Store(p, writer, r, spaces, pending_ops_max)
+    store = Store(p, writer, r, spaces, pending_ops_max, close_timeout_s)
     try:
         yield store
     finally:
