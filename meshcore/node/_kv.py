@@ -30,19 +30,40 @@ import logging
 import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
+from .._types import Addr, NodeId
 from ..errors import ConfigError, LocalProtocolError, NamespaceError, RecordError
 from ..kv import VALUE_BYTES_MAX, Namespace, Stamp, as_key, encode_namespace
 from ..runtime._kv import KvService, KvServiceConfig, Watch, sites_and_region
 from ..runtime._kvstore import KvReader
+from ..runtime._security import MeshSecurity
 from ..runtime._storage import open_store
 from ..swim._effects import EventKind, Member, MemberEvent, UserBroadcast
 
-if TYPE_CHECKING:
-    from ._node import Node
+
+class KvHost(Protocol):
+    """What the kv layer uses of its node (a `Node`): this module does not import `_node`,
+    which imports it."""
+
+    @property
+    def node_id(self) -> NodeId: ...
+
+    @property
+    def addr(self) -> Addr: ...
+
+    @property
+    def security(self) -> MeshSecurity | None: ...
+
+    def members(self) -> list[Member]: ...
+
+    def member(self, node: NodeId) -> Member | None: ...
+
+    async def broadcast(self, payload: bytes) -> None: ...
+
+    async def update_metadata(self, meta: Any = None, **fields: Any) -> None: ...
 
 __all__ = ["NodeKv", "KvTap", "run_node_kv", "KV_TAG", "NS_BROADCAST_PREFIX", "STORE_FILE"]
 
@@ -131,8 +152,7 @@ def feed_member(service: KvService, m: Member, up: bool, security: Any = None, *
 class NodeKv:
     """The `node.kv` object (see the module docstring)."""
 
-    def __init__(self, node: Node | None = None, service: KvService | None = None) -> None:
-        self._node = node
+    def __init__(self, service: KvService | None = None) -> None:
         self._service = service
 
     @property
@@ -200,7 +220,7 @@ class NodeKv:
         return self.service.statistics()
 
 
-async def _gossip_namespace(node: Node, ns: Namespace) -> None:
+async def _gossip_namespace(node: KvHost, ns: Namespace) -> None:
     try:
         await node.broadcast(NS_BROADCAST_PREFIX + encode_namespace(ns))
     except LocalProtocolError as exc:
@@ -224,7 +244,7 @@ async def listen_kv(service: Any, host: str, kv_port: int | None, swim_port: int
         return await service.listen(host, 0)
 
 
-async def run_node_kv(node: Node, config: Any, tap: KvTap, wrap: Any, secure: bool,
+async def run_node_kv(node: KvHost, config: Any, tap: KvTap, wrap: Any, secure: bool,
                       rng: random.Random, *, task_status: trio.TaskStatus[NodeKv] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the kv layer of `node` for as long as this task lives (see the module doc)."""
     data_dir = Path(config.data_dir)
@@ -259,7 +279,7 @@ async def run_node_kv(node: Node, config: Any, tap: KvTap, wrap: Any, secure: bo
                 for m in node.members():
                     feed_member(service, m, m.status == 0, node.security, left=m.status == 3)
                 nursery.start_soon(_learn_gossip, service, tap)
-                task_status.started(NodeKv(node, service))
+                task_status.started(NodeKv(service))
         finally:
             tap.service = None
             reader.close()
