@@ -8,6 +8,9 @@ one request at a time; the agent runs the request through `node.kv` (it coordina
 request with the replicas over the kv links). `--clients` clients are spread round-robin
 over the agents and run concurrently (trio tasks in this one process).
 
+Warm-up: every key written once, on every system under test at once (our agents at quorum,
+etcd, the `--vs-code` cluster), so that each phase runs against stores that hold every key
+(a get finds its key, a put updates one) and no system has a longer history than another.
 Phases (each `--seconds` long, same clients): put then get at each consistency level
 (one, quorum, all), random keys out of `--keys`, `--value-bytes` values. Then:
 - replication_lag_p99_ms: a watcher on every agent; writes acked at `one`; lag = time from
@@ -35,8 +38,7 @@ checkout of another commit); its quorum puts are interleaved with ours the same 
 (`put_quorum_vs_code`, per-round min/max, and `put_quorum_cpu_vs_code`, the ratio of CPU
 per put); `--vs-code-phases put_quorum,get_one` compares those phases instead (metrics named
 after each): how a change moves the figure, measured on the same machine at the same time.
-This comparison runs first, while both clusters are fresh, after the same warm-up on both
-(every key written once at quorum, both clusters at once), so that neither has a longer
+This comparison runs first, right after the warm-up, so that neither cluster has a longer
 history (a grown WAL, full caches) than the other.
 
 CPU: every phase also reports `*_server_cpu_ms_per_op` (user + system CPU of the agents and their child processes, or
@@ -410,16 +412,38 @@ def _vs_code_phases(args: argparse.Namespace) -> list[str]:
     return names
 
 
-async def _fill(target: Target, args: argparse.Namespace) -> None:
-    """Write every key once at quorum (the clients share the keys out)."""
+PutKey = Callable[[Any, int], Awaitable[None]]
+
+
+def _mesh_put_key(args: argparse.Namespace) -> PutKey:
+    """Write key number `k` at quorum on one of our agents."""
     value = _b64(b"x" * args.value_bytes)
 
-    async def fill(i: int, c: ControlClient) -> None:
-        for k in range(i, args.keys, len(target.clients)):
-            a = await c.request({"op": "kv.put", "namespace": "bench", "key_b64": _b64(b"k%d" % k),
-                                 "value_b64": value, "consistency": "quorum"})
-            if not a.get("ok"):
-                raise ControlError(a.get("error", "?"))
+    async def put(c: ControlClient, k: int) -> None:
+        a = await c.request({"op": "kv.put", "namespace": "bench", "key_b64": _b64(b"k%d" % k),
+                             "value_b64": value, "consistency": "quorum"})
+        if not a.get("ok"):
+            raise ControlError(a.get("error", "?"))
+
+    return put
+
+
+def _etcd_put_key(args: argparse.Namespace) -> PutKey:
+    """Write key number `k` to etcd (a raft-quorum write)."""
+    value = _b64(b"x" * args.value_bytes)
+
+    async def put(c: HttpClient, k: int) -> None:
+        await c.post("/v3/kv/put", {"key": _b64(b"k%d" % k), "value": value})
+
+    return put
+
+
+async def _fill(target: Target, put: PutKey, keys: int) -> None:
+    """Write every key once (the clients share the keys out)."""
+
+    async def fill(i: int, c: Any) -> None:
+        for k in range(i, keys, len(target.clients)):
+            await put(c, k)
 
     async with trio.open_nursery() as nursery:
         for i, c in enumerate(target.clients):
@@ -463,15 +487,21 @@ async def _bench(args: argparse.Namespace, agents: list[AgentProcess], etcd: lis
                 await c.connect()
         mesh_ops, etcd_ops = _mesh_ops(args), _etcd_ops(args)
         if base is not None:
-            # First, while both clusters are fresh, and after the same warm-up on both (every key
-            # written once at quorum, both at once): a cluster that had already run the other
-            # phases (its WAL grown and wrapped, its caches full) ran about 1.15x a fresh copy of
-            # the same code, a bias that hid smaller effects.
             for c in base.clients:
                 await c.connect()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_fill, ours, args)
-                nursery.start_soon(_fill, base, args)
+        # Warm-up, every system at once: every key written once, so that each measured phase
+        # runs against a store that holds every key (a get finds its key, a put updates one)
+        # and no system has a longer history than another. Without it etcd's gets at `one`
+        # (the first phase it takes part in) all missed, while ours found about half.
+        async with trio.open_nursery() as nursery:
+            for target, put in ((ours, _mesh_put_key(args)), (base, _mesh_put_key(args)),
+                                (theirs, _etcd_put_key(args))):
+                if target is not None:
+                    nursery.start_soon(_fill, target, put, args.keys)
+        if base is not None:
+            # First, while both clusters are fresh: a cluster that had already run the other
+            # phases (its WAL grown and wrapped, its caches full) ran about 1.15x a fresh
+            # copy of the same code, a bias that hid smaller effects.
             for name in _vs_code_phases(args):
                 op = mesh_ops[name]
                 mine, other, ratios = await _paired((ours, op), (base, op), args.seconds, args.rounds, args.seed)

@@ -1,12 +1,15 @@
-"""`kv --vs-code`: the two clusters are compared first, after the same warm-up on both.
+"""`kv`: every system is warmed up (every key written once) before anything is measured,
+and `--vs-code` compares the two clusters first.
 
 A cluster that had already run the other phases (its WAL grown and wrapped, its caches
-full) ran about 1.15x a fresh copy of the same code, so the comparison must not follow them.
+full) ran about 1.15x a fresh copy of the same code, so the comparison must not follow them;
+and without the warm-up etcd's first phase (gets at `one`) read an empty store.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +51,8 @@ async def test_the_code_comparison_runs_first_after_an_equal_warm_up(monkeypatch
     def side(target: bench.Target) -> str:
         return "ours" if target.pids[0] < 100 else "base"
 
-    async def fill(target: bench.Target, args: argparse.Namespace) -> None:
+    async def fill(target: bench.Target, put: Any, keys: int) -> None:
+        assert keys == args.keys
         calls.append(("fill", side(target)))
 
     async def slice_(target: bench.Target, seconds: float, op: Any, seed: int, tally: bench.Tally) -> bench.Tally:
@@ -80,3 +84,57 @@ async def test_the_code_comparison_runs_first_after_an_equal_warm_up(monkeypatch
     assert ("slice", "base") not in calls[2 + 8:]
     assert metrics["put_quorum_vs_code"] == metrics["get_one_vs_code"] == 1.0
     assert calls[-1] == ("lag",) and len(calls[2 + 8:-1]) == len(bench._mesh_ops(args))
+
+
+class FakeHttp(FakeClient):
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.puts: list[bytes] = []
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert path == "/v3/kv/put"
+        self.puts.append(base64.b64decode(body["key"]))
+        return {}
+
+
+async def test_etcd_and_our_agents_hold_every_key_before_the_first_measured_phase(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, ...]] = []
+    etcd_clients: list[FakeHttp] = []
+
+    def http(port: int) -> FakeHttp:
+        etcd_clients.append(FakeHttp(port))
+        return etcd_clients[-1]
+
+    async def fill(target: bench.Target, put: Any, keys: int) -> None:
+        side = "etcd" if target.pids[0] >= 5000 else "ours"
+        if side == "etcd":  # the real fill, on fake etcd clients: every key, once
+            await real_fill(target, put, keys)
+        calls.append(("fill", side))
+
+    async def slice_(target: bench.Target, seconds: float, op: Any, seed: int, tally: bench.Tally) -> bench.Tally:
+        calls.append(("slice", "etcd" if target.pids[0] >= 5000 else "ours"))
+        part = bench.Tally(ops=10, elapsed_s=1.0, server_cpu_s=0.01)
+        tally.add(part)
+        return part
+
+    async def ready(port: int) -> None:
+        pass
+
+    async def lag(*a: Any) -> None:
+        pass
+
+    real_fill = bench._fill
+    monkeypatch.setattr(bench, "ControlClient", FakeClient)
+    monkeypatch.setattr(bench, "HttpClient", http)
+    monkeypatch.setattr(bench, "_etcd_ready", ready)
+    monkeypatch.setattr(bench, "_fill", fill)
+    monkeypatch.setattr(bench, "_slice", slice_)
+    monkeypatch.setattr(bench, "_lag", lag)
+    args = _args(keys=50, rounds=1)
+    ours = [FakeAgent(f"n{i}", 10 + i) for i in range(3)]
+    etcd = [FakeAgent(f"e{i}", 5000 + i) for i in range(3)]
+    await bench._bench(args, ours, etcd, [1, 2, 3], [], {})  # type: ignore[arg-type]
+    first_slice = next(i for i, c in enumerate(calls) if c[0] == "slice")
+    assert sorted(calls[:first_slice]) == [("fill", "etcd"), ("fill", "ours")]
+    assert sorted(k for c in etcd_clients for k in c.puts) == sorted(b"k%d" % k for k in range(50))
