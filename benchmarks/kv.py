@@ -148,17 +148,36 @@ class ControlClient:
         self.stream = await trio.open_unix_socket(str(self.path))
 
     async def request(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Send `req`, return the answer. An agent hangs up on a connection idle for
+        `CLIENT_TIMEOUT_S` (a client whose share of a warm-up ended before the others'):
+        a connection found closed before any byte of the answer is opened again, once."""
         assert self.stream is not None
-        await self.stream.send_all(json.dumps(req).encode() + b"\n")
+        data = json.dumps(req).encode() + b"\n"
+        try:
+            await self.stream.send_all(data)
+            await self._receive_line()
+        except (trio.BrokenResourceError, ControlError):
+            if self._buf:
+                raise ControlError("agent closed the connection in the middle of an answer") from None
+            await self.stream.aclose()
+            try:
+                await self.connect()
+            except OSError as exc:
+                raise ControlError(f"agent closed the connection and refuses a new one: {exc}") from None
+            await self.stream.send_all(data)
+            await self._receive_line()
+        line, _, rest = bytes(self._buf).partition(b"\n")
+        self._buf = bytearray(rest)
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    async def _receive_line(self) -> None:
+        assert self.stream is not None
         while b"\n" not in self._buf:
             chunk = await self.stream.receive_some(65536)
             if not chunk:
                 raise ControlError("agent closed the connection")
             self._buf += chunk
-        line, _, rest = bytes(self._buf).partition(b"\n")
-        self._buf = bytearray(rest)
-        answer: dict[str, Any] = json.loads(line)
-        return answer
 
     async def lines(self) -> Any:
         """Yield every further line (for kv.watch)."""
@@ -383,15 +402,12 @@ def _wait_sync(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 def _mesh_ops(args: argparse.Namespace) -> dict[str, Op]:
     """The measured operations on our agents, by phase name (`put_one`, `get_quorum`, ...)."""
-    value = _b64(b"x" * args.value_bytes)
     ops: dict[str, Op] = {}
     for level in LEVELS:
-        async def put(c: ControlClient, rng: random.Random, level: str = level) -> None:
-            key = _b64(b"k%d" % rng.randrange(args.keys))
-            a = await c.request({"op": "kv.put", "namespace": "bench", "key_b64": key, "value_b64": value,
-                                 "consistency": level})
-            if not a.get("ok"):
-                raise ControlError(a.get("error", "?"))
+        put_key = _mesh_put_key(args, level)
+
+        async def put(c: ControlClient, rng: random.Random, put_key: PutKey = put_key) -> None:
+            await put_key(c, rng.randrange(args.keys))
 
         async def get(c: ControlClient, rng: random.Random, level: str = level) -> None:
             key = _b64(b"k%d" % rng.randrange(args.keys))
@@ -415,13 +431,13 @@ def _vs_code_phases(args: argparse.Namespace) -> list[str]:
 PutKey = Callable[[Any, int], Awaitable[None]]
 
 
-def _mesh_put_key(args: argparse.Namespace) -> PutKey:
-    """Write key number `k` at quorum on one of our agents."""
+def _mesh_put_key(args: argparse.Namespace, level: str = "quorum") -> PutKey:
+    """Write key number `k` at `level` on one of our agents."""
     value = _b64(b"x" * args.value_bytes)
 
     async def put(c: ControlClient, k: int) -> None:
         a = await c.request({"op": "kv.put", "namespace": "bench", "key_b64": _b64(b"k%d" % k),
-                             "value_b64": value, "consistency": "quorum"})
+                             "value_b64": value, "consistency": level})
         if not a.get("ok"):
             raise ControlError(a.get("error", "?"))
 
@@ -453,10 +469,10 @@ async def _fill(target: Target, put: PutKey, keys: int) -> None:
 def _etcd_ops(args: argparse.Namespace) -> dict[str, Op]:
     """etcd's counterparts of our phases: puts are raft-quorum writes, a linearizable range
     is a quorum read and a serializable one a local (`one`) read."""
-    value = _b64(b"x" * args.value_bytes)
+    put_key = _etcd_put_key(args)
 
     async def put(c: HttpClient, rng: random.Random) -> None:
-        await c.post("/v3/kv/put", {"key": _b64(b"k%d" % rng.randrange(args.keys)), "value": value})
+        await put_key(c, rng.randrange(args.keys))
 
     def get(serializable: bool) -> Op:
         async def op(c: HttpClient, rng: random.Random) -> None:

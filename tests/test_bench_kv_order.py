@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 import benchmarks.kv as bench
 
@@ -138,3 +139,43 @@ async def test_etcd_and_our_agents_hold_every_key_before_the_first_measured_phas
     first_slice = next(i for i, c in enumerate(calls) if c[0] == "slice")
     assert sorted(calls[:first_slice]) == [("fill", "etcd"), ("fill", "ours")]
     assert sorted(k for c in etcd_clients for k in c.puts) == sorted(b"k%d" % k for k in range(50))
+
+
+async def _control_server(path: Path) -> trio.SocketListener:
+    """A stand-in for an agent's control socket."""
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    sock.listen(8)
+    return trio.SocketListener(sock)
+
+
+async def test_the_control_client_reopens_a_connection_the_agent_hung_up_once(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    listener = await _control_server(path)
+    # One entry per connection: its answer, or None to hang up after reading the request
+    # (what an agent does to a client idle for 5 s).
+    answers: list[bytes | None] = [None, b'{"ok": true, "n": 2}\n']
+
+    async def serve(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.receive_some(65536)
+            answer = answers.pop(0)
+            if answer is not None:
+                await stream.send_all(answer)
+                await stream.receive_some(65536)  # then wait: the client closes
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, serve, [listener])
+        client = bench.ControlClient(path)
+        await client.connect()
+        # The first connection is hung up on before any answer: the request goes again.
+        assert await client.request({"op": "stats"}) == {"ok": True, "n": 2}
+        await client.aclose()
+        # Hung up on again, and the new connection too: a clear error, not a loop.
+        answers[:] = [None, None]
+        client = bench.ControlClient(path)
+        await client.connect()
+        with pytest.raises(bench.ControlError, match="closed the connection"):
+            await client.request({"op": "stats"})
+        await client.aclose()
+        nursery.cancel_scope.cancel()

@@ -588,7 +588,7 @@ class Store:
     """The local store of one node. Create with `open_store`; all methods are async."""
 
     def __init__(self, path: Path, writer: _Writer, reader: sqlite3.Connection,
-                 spaces: Iterable[Namespace], pending_ops_max: int, close_timeout_s: float = 30.0) -> None:
+                 spaces: Iterable[Namespace], pending_ops_max: int, close_timeout_s: float) -> None:
         self._path = path
         self._close_timeout_s = close_timeout_s
         self._writer = writer
