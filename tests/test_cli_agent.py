@@ -110,15 +110,28 @@ def test_an_agent_process_can_run_the_meshcore_package_of_another_checkout(tmp_p
         agent.kill()
 
 
-def test_the_agent_tunes_the_collector_and_the_gil_switch_interval() -> None:
+def test_the_agent_tunes_the_collector_the_gil_switch_interval_and_its_scheduling() -> None:
     import gc
+    import os
     import sys
+    import threading
 
     from meshcore.cli._agent import GC_YOUNG_THRESHOLD, GIL_SWITCH_INTERVAL_S, _tune_runtime
 
     threshold, interval = gc.get_threshold(), sys.getswitchinterval()
-    try:
+    policy: list[int] = []
+
+    def tune() -> None:  # in a thread of its own: the policy is per thread
         _tune_runtime()
+        if hasattr(os, "sched_getscheduler"):
+            policy.append(os.sched_getscheduler(0))
+
+    try:
+        t = threading.Thread(target=tune)
+        t.start()
+        t.join()
+        if hasattr(os, "SCHED_BATCH"):
+            assert policy == [os.SCHED_BATCH]
         assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD == 20_000
         assert GIL_SWITCH_INTERVAL_S == 0.05 and abs(sys.getswitchinterval() - 0.05) < 1e-9
         assert gc.get_freeze_count() > 0

@@ -28,6 +28,7 @@ import trio
 
 from ..errors import ConfigError
 from ..node import PROFILES, NodeConfig, open_node, parse_addr, resolve_signing_key
+from ..runtime import no_wakeup_preemption
 from . import _kv as _kv_ops  # noqa: F401  (registers the kv control ops)
 from ._control import check_control_path, default_control_path, serve_control
 
@@ -201,8 +202,8 @@ GIL_SWITCH_INTERVAL_S = 0.05
 
 
 def _tune_runtime() -> None:
-    """Once the node is up, two interpreter settings for a busy agent (the kv benchmark's
-    quorum puts, both variants loaded at once, CPU per put new/old):
+    """Once the node is up, three settings for a busy agent (the kv benchmark's quorum
+    puts, both variants loaded at once, CPU per put new/old):
 
     - GC: leave what start-up built out of every later collection (`gc.freeze`), and
       collect the young generation every 20,000 allocations instead of 700. A busy agent
@@ -215,10 +216,21 @@ def _tune_runtime() -> None:
       system call anyway (each socket read and write, each epoll wait), so a longer
       interval only removes the forced hand-overs: 0.05 s gave 0.960 0.940 0.958 0.930 of
       the CPU per put and a higher put rate; 0.5 s gave no more.
+    - Scheduling: the calling (trio) thread becomes SCHED_BATCH (`no_wakeup_preemption`,
+      as the store's writer thread and sync helper already are; threads started later
+      inherit it). Every request wakes other processes: peers over the kv links, the client
+      over the control socket. A normal thread woken that way may preempt its waker in
+      the middle of a scheduling round, before the waker has written its other batches; a
+      SCHED_BATCH thread waits for the next tick or a free core, with the same share of
+      the CPU. On a loaded host the waker finishes its round and the woken one finds more
+      work per wake-up. It changes nothing on an idle host (a free core runs the woken
+      thread at once); SWIM's timeouts are hundreds of times longer than a tick.
     """
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    if not no_wakeup_preemption():
+        log.debug("the agent's thread stays SCHED_OTHER")
 
 
 async def run_agent(config: NodeConfig, control: Path) -> None:

@@ -5,7 +5,8 @@
 - the seams the security layer fills: `DatagramSealer` (one seal/open for every datagram)
   and `StreamWrapper` (turns every stream into a `MessageStream`);
 - `StreamIO`: the links' byte I/O straight on a socket's descriptor (see `_fastio`);
-- `Driver`: one task that owns the SWIM core and turns its effects into I/O and timers.
+- `Driver`: one task that owns the SWIM core and turns its effects into I/O and timers;
+- `no_wakeup_preemption`: SCHED_BATCH for the calling thread (the agent's, the store's).
 """
 
 from ._driver import Core, Driver, DriverLimits, DriverStatistics
@@ -23,6 +24,7 @@ from ._seams import (
 )
 from ._timers import TimerHeap
 from ._transport import CountingStream, StreamHandler, Transport, TransportStatistics
+from ._wal_syncer import no_wakeup_preemption
 
 __all__ = [
     "Core",
@@ -38,6 +40,7 @@ __all__ = [
     "PlainSealer",
     "SealerStatistics",
     "StreamHandler",
+    "no_wakeup_preemption",
     "StreamIO",
     "StreamWrapper",
     "TimerHeap",
