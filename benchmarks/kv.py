@@ -19,7 +19,9 @@ Phases (each `--seconds` long, same clients): put then get at each consistency l
   partition of one node), declared dead by the others, `--fault-writes` keys are written at
   quorum, the agent is resumed (SIGCONT, the heal), and we measure the time until its own
   store holds every one of those keys it is a home replica of (hinted handoff + anti-entropy);
-- rss_mb_per_node: mean resident memory of the agents at the end.
+- rss_mb_per_node: mean resident memory of the agents at the end;
+- read_cache_hit_ratio: the share of the agents' point reads (all get phases) that their
+  stores' record caches answered (after the warm-up every key was written since start).
 
 `--vs etcd`: a 3-member etcd cluster (/usr/bin/etcd, fsync on) on loopback, up at the same
 time as the agents and driven by the same number of clients, each a persistent HTTP/1.1
@@ -388,6 +390,16 @@ def _start_agents(args: argparse.Namespace, work: Path, agents: list[AgentProces
                            for a in agents), 30.0, "the namespace to spread")
 
 
+def _cache_hit_ratio(agents: list[AgentProcess]) -> float:
+    """Of the agents' point reads so far (every get phase), the share their stores'
+    record caches answered (the rest read the disk in the reader thread)."""
+    hits = misses = 0
+    for a in agents:
+        store = a.request("kv.stats")["kv"]["store"]
+        hits, misses = hits + int(store["cache_hits"]), misses + int(store["cache_misses"])
+    return round(hits / (hits + misses), 3) if hits + misses else math.nan
+
+
 def _wait_sync(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -702,6 +714,7 @@ def run(args: argparse.Namespace) -> None:
             if args.vs_code is not None:
                 _start_agents(args, work / "vs-code", base_agents, code=args.vs_code.resolve())
             trio.run(_bench, args, agents, etcd, etcd_ports, base_agents, metrics)
+            metrics["read_cache_hit_ratio"] = _cache_hit_ratio(agents)
             for a in base_agents:  # the later phases measure our agents alone
                 a.kill()
             if etcd:

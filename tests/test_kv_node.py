@@ -580,3 +580,22 @@ async def test_anti_entropy_runs_only_with_nodes_that_share_keys(tmp_path: Path)
         assert svc._replica_peers(solo) == []
         assert set(svc._replica_peers(pair)) == {mesh.nodes["b"].node_id, mesh.nodes["c"].node_id}
         assert await svc.reconcile_all() == 2  # the two "pair" sessions, none for "solo"
+
+
+async def test_gets_of_written_keys_are_answered_from_the_store_cache_and_stay_right(tmp_path: Path) -> None:
+    async with kv_mesh(tmp_path, ["a", "b", "c"]) as mesh:
+        a, b = mesh.nodes["a"], mesh.nodes["b"]
+        await a.kv.create_namespace("n", replicas=3)
+        await wait_for_namespace(mesh, "n")
+        for i in range(5):
+            await a.kv.put("n", f"k{i}", b"v1", consistency="all")
+        hits = sum(n.kv.statistics()["store"]["cache_hits"] for n in mesh.nodes.values())
+        for i in range(5):
+            assert await b.kv.get("n", f"k{i}", consistency="all") == b"v1"
+        after = sum(n.kv.statistics()["store"]["cache_hits"] for n in mesh.nodes.values())
+        assert after - hits == 15  # every replica of every key answered from memory
+        await a.kv.put("n", "k0", b"v2", consistency="all")
+        await a.kv.delete("n", "k1", consistency="all")
+        assert await b.kv.get("n", "k0", consistency="all") == b"v2"
+        assert await b.kv.get("n", "k1", consistency="all") is None
+        assert await b.kv.get("n", "never", consistency="all") is None  # a miss reads the disk

@@ -14,25 +14,12 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from _storage_helpers import NS, A, B, C, rec
 
 from meshcore.errors import LocalProtocolError, NamespaceError, RecordError, StorageError
 from meshcore.kv import VALUE_BYTES_MAX, Namespace, Record, Stamp, TombstoneAck, merge, newer
 from meshcore.runtime import _wal_syncer
 from meshcore.runtime._storage import Store, open_store
-
-A, B, C = (bytes([i]) * 16 for i in (1, 2, 3))
-NS = Namespace(name="photos", replicas=2, regions=("occitanie",))
-
-
-def rec(key: bytes | str, value: bytes | None, us: int, node: bytes = A) -> Record:
-    return Record(key, value, Stamp(us, 0, node))
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with open_store(tmp_path / "node.db", synchronous="normal") as s:
-        await s.put_namespace(NS)
-        yield s
 
 
 class WriteLock:

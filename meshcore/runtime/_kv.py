@@ -7,7 +7,9 @@ in batches), `Persist`/`Load`/hints/purges on the node's SQLite `Store`, `Comple
 the awaiting client call. The `Persist`s of one scheduling round go to the store as one
 write per namespace without a task waiting on them (`Store.put_many_nowait`); the core
 hears `on_persisted` from the store's callback once the group commit is durable. `now` is
-the wall clock (`clock()`, Unix seconds): stamps are wall time.
+the wall clock (`clock()`, Unix seconds): stamps are wall time. A `Load` is answered from the
+store's record cache (`Store.cached`) when the key is there, else by one read per round
+in the reader's thread.
 
 Links: the service listens on its own TCP port. Every connection is wrapped by the node's
 stream wrapper (Noise with certificates on a secure node, plain framing on an insecure one)
@@ -573,6 +575,13 @@ class KvService:
                 if len(self._persists) == 1:
                     self._persist_wakeup.set()
             elif t is Load:
+                # Answered from the store's record cache when it can (no trip to the
+                # reader thread); the core may already be answering on our stack, which
+                # is at most a reply deep (on_loaded -> Send or Completed).
+                held = self._store.cached(e.namespace, e.key)  # type: ignore[union-attr]
+                if held is not None:
+                    self._perform(core.on_loaded(self._now(), e.token, held))  # type: ignore[union-attr]
+                    continue
                 self._loads.append(e)  # type: ignore[arg-type]
                 if not self._loading and nursery is not None:
                     self._loading = True

@@ -8,6 +8,9 @@ only after its transaction committed; `put_many_nowait` queues one without a tas
 on it and reports through a callback (the kv service's path: no task per write). The
 writer wakes the trio thread once per group commit, not once per write. Reads run on a
 second connection in a worker thread (WAL lets them proceed while the writer commits). The trio thread never touches SQLite.
+`cached(namespace, key)` answers a point read from memory when it can: the store keeps the
+version it last wrote of each key, in step with its answers (`RecordCache`, bounded by
+`open_store(cache_bytes=...)`, 32 MiB by default; 0 turns it off).
 
 Durability: ``journal_mode=WAL``, and with ``synchronous="full"`` (the default) no write is
 reported before the WAL holding it is synced to disk, so an acknowledged write survives
@@ -71,6 +74,7 @@ from ..kv import Namespace, Record, Stamp, TombstoneAck, decode_namespace, encod
 from ..kv import as_key as _as_key
 from . import _wal_syncer
 from ._fastio import acquire
+from ._recordcache import RecordCache
 
 log = logging.getLogger("meshcore.runtime")
 
@@ -154,6 +158,11 @@ class StoreStatistics:
     #: fdatasyncs of the WAL (synchronous="full"): at most one per commit, fewer when
     #: commits finish while a sync runs.
     syncs: int = 0
+    #: The record cache (`cached`): reads it answered and did not, and what it holds.
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_records: int = 0
+    cache_bytes: int = 0
 
 
 @dataclass(eq=False)
@@ -588,8 +597,10 @@ class Store:
     """The local store of one node. Create with `open_store`; all methods are async."""
 
     def __init__(self, path: Path, writer: _Writer, reader: sqlite3.Connection,
-                 spaces: Iterable[Namespace], pending_ops_max: int, close_timeout_s: float) -> None:
+                 spaces: Iterable[Namespace], pending_ops_max: int, close_timeout_s: float,
+                 cache_bytes: int = 0) -> None:
         self._path = path
+        self._cache = RecordCache(cache_bytes)
         self._close_timeout_s = close_timeout_s
         self._writer = writer
         self._reader = reader
@@ -612,6 +623,8 @@ class Store:
                 failed_commits=c.failed_commits,
                 syncs=self._writer.sync.syncs if self._writer.sync is not None else 0,
                 pending=self._pending_max - self._pending.value + self._queued_nowait,
+                cache_hits=self._cache.hits, cache_misses=self._cache.misses,
+                cache_records=len(self._cache), cache_bytes=self._cache.size_bytes,
             )
 
     # --- plumbing ---------------------------------------------------------------------
@@ -626,7 +639,10 @@ class Store:
     async def _write(self, apply: Callable[[sqlite3.Connection], Any], size_bytes: int = 0) -> Any:
         return await self._submit_and_wait(_Op(apply, size_bytes))
 
-    async def _submit_and_wait(self, op: _Op) -> Any:
+    async def _submit_and_wait(self, op: _Op,
+                               answered: Callable[[Any, BaseException | None], None] | None = None) -> Any:
+        """Queue `op` and wait for its answer; `answered(result, error)` runs first, as the
+        answer arrives (in answer order: what keeps the record cache in step)."""
         self._check_open()
         pending = self._pending
         await acquire(pending)  # the common case: no schedule point spent here
@@ -636,6 +652,8 @@ class Store:
             outcome: list[Any] = []
 
             def done(result: Any, error: BaseException | None) -> None:
+                if answered is not None:
+                    answered(result, error)
                 outcome[:] = [result, error]
                 event.set()
 
@@ -720,8 +738,15 @@ class Store:
         Returns once the group commit holding them is durable. Unknown namespace, wrong
         types or too many records raise before anything is written.
         """
-        result: list[bool] = await self._submit_and_wait(self._put_op(namespace, records))
+        op = self._put_op(namespace, records)
+        held = tuple(records)
+        result: list[bool] = await self._submit_and_wait(op, functools.partial(self._cache_wrote, namespace, held))
         return result
+
+    def _cache_wrote(self, namespace: str, records: Sequence[Record], won: list[bool] | None,
+                     error: BaseException | None) -> None:
+        if error is None and won is not None:
+            self._cache.wrote(namespace, records, won)
 
     def put_many_nowait(self, namespace: str, records: Sequence[Record],
                         on_done: Callable[[list[bool] | None, BaseException | None], None]) -> None:
@@ -737,9 +762,11 @@ class Store:
         self._check_open()
 
         op = self._put_op(namespace, records, mergeable=True)
+        held = tuple(records)
 
         def done(result: Any, error: BaseException | None) -> None:
             self._queued_nowait -= 1
+            self._cache_wrote(namespace, held, result, error)
             on_done(result, error)
 
         op.done = done
@@ -801,10 +828,19 @@ class Store:
                 conn.execute("DELETE FROM tombstone_acks WHERE ns = ? AND key = ? AND stamp <= ?", (namespace, k, s))
             return gone
 
-        result: bool = await self._write(apply)
+        # Forget the key as the deletion is answered (in answer order), whatever its outcome:
+        # a write answered before it may have put back the very version it deleted.
+        result: bool = await self._submit_and_wait(_Op(apply, 0), lambda r, e: self._cache.forget(namespace, k))
         return result
 
     # --- reads ------------------------------------------------------------------------
+
+    def cached(self, namespace: str, key: bytes) -> Record | None:
+        """The version of `key` this store last wrote, from memory (`RecordCache`), or None
+        if it is not there (then read the disk). None too once the store is closed or broken."""
+        if self._closed or self._writer.broken is not None:
+            return None
+        return self._cache.get(namespace, key)
 
     async def get(self, namespace: str, key: bytes | str) -> Record | None:
         """The stored version of a key (a tombstone is returned as such), or None."""
@@ -937,15 +973,19 @@ async def open_store(
     batch_bytes_max: int = 32 * 1024 * 1024,
     pending_ops_max: int = 4096,
     close_timeout_s: float = 30.0,
+    cache_bytes: int = 32 * 1024 * 1024,
 ) -> AsyncIterator[Store]:
     """Open (creating if needed) the store at `path`; close it on exit (waiting at most
-    `close_timeout_s` for the disk: `Store.aclose`). See the module doc."""
+    `close_timeout_s` for the disk: `Store.aclose`). `cache_bytes`: the record cache's
+    budget (`Store.cached`; 0: none). See the module doc."""
     if synchronous not in ("full", "normal"):
         raise LocalProtocolError(f"synchronous is 'full' or 'normal', got {synchronous!r}")
     for name, v in (("batch_ops_max", batch_ops_max), ("batch_bytes_max", batch_bytes_max),
                     ("pending_ops_max", pending_ops_max)):
         if type(v) is not int or v < 1:
             raise LocalProtocolError(f"{name} must be an int >= 1, got {v!r}")
+    if type(cache_bytes) is not int or cache_bytes < 0:
+        raise LocalProtocolError(f"cache_bytes must be an int >= 0, got {cache_bytes!r}")
     if type(close_timeout_s) not in (int, float) or not 0 < close_timeout_s < math.inf:
         raise LocalProtocolError(f"close_timeout_s must be a number > 0, got {close_timeout_s!r}")
     p = Path(path)
@@ -984,7 +1024,7 @@ async def open_store(
     if sync is not None:
         trio.lowlevel.spawn_system_task(sync.run)
     writer.thread.start()
-    store = Store(p, writer, r, spaces, pending_ops_max, close_timeout_s)
+    store = Store(p, writer, r, spaces, pending_ops_max, close_timeout_s, cache_bytes)
     try:
         yield store
     finally:
