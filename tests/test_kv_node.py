@@ -599,3 +599,10 @@ async def test_gets_of_written_keys_are_answered_from_the_store_cache_and_stay_r
         assert await b.kv.get("n", "k0", consistency="all") == b"v2"
         assert await b.kv.get("n", "k1", consistency="all") is None
         assert await b.kv.get("n", "never", consistency="all") is None  # a miss reads the disk
+        for n in mesh.nodes.values():  # as after a restart: nothing in memory
+            n.kv.service._store._cache.clear()
+        before = sum(n.kv.statistics()["store"]["cache_hits"] for n in mesh.nodes.values())
+        assert await b.kv.get("n", "k2", consistency="all") == b"v1"  # read from disk, kept
+        assert await b.kv.get("n", "k2", consistency="all") == b"v1"
+        after = sum(n.kv.statistics()["store"]["cache_hits"] for n in mesh.nodes.values())
+        assert after - before == 3  # the second get: every replica from memory

@@ -9,7 +9,7 @@ write per namespace without a task waiting on them (`Store.put_many_nowait`); th
 hears `on_persisted` from the store's callback once the group commit is durable. `now` is
 the wall clock (`clock()`, Unix seconds): stamps are wall time. A `Load` is answered from the
 store's record cache (`Store.cached`) when the key is there, else by one read per round
-in the reader's thread.
+in the reader's thread, whose results the cache keeps unless a write raced with them.
 
 Links: the service listens on its own TCP port. Every connection is wrapped by the node's
 stream wrapper (Noise with certificates on a secure node, plain framing on an insecure one)
@@ -659,11 +659,15 @@ class KvService:
         try:
             while self._loads:
                 batch, self._loads = self._loads[:LOAD_BATCH_MAX], self._loads[LOAD_BATCH_MAX:]
+                token = self._store.read_begins()
+                found: list[Record | None] = []
                 try:
                     found = await self._reader.get_many([(e.namespace, e.key) for e in batch])
                 except StorageError:
                     self.counters["storage_errors"] += 1
                     found = [None] * len(batch)
+                finally:  # what was found goes to the record cache (it keeps what it may)
+                    self._store.read_ends(token, [(e.namespace, r) for e, r in zip(batch, found, strict=False)])
                 for e, rec in zip(batch, found, strict=True):
                     self._perform(core.on_loaded(self._now(), e.token, rec))
         finally:

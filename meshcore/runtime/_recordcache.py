@@ -13,15 +13,21 @@ other than the store's last answered one: a hit is what a read of the disk would
 returned once those writes were answered (a read of the disk may also see a commit whose
 sync is still running; the cache waits for the sync, as the write's acknowledgement does).
 
+Reads fill it too (`read_begins` before a read of the disk, `read_ends` with what it
+found): a version found is kept unless the key was written or forgotten since the read
+began (the read may have seen the older state: putting it back would be stale) or is held
+already (the held version is the last answered one). A read can see a commit whose sync is
+still running; so a version filled that way can be served before it is durable, as a read
+of the disk would serve it (the store stops answering from memory once a sync fails).
+
 Limits: records whose value exceeds `value_bytes_max` are not kept (nor are they evicted
-for); at most about `bytes_max` bytes in all, the least recently written evicted first. A
-key not written since the store opened is a miss (reads do not fill the cache: a read
-racing with a write could put back the older version).
+for); at most about `bytes_max` bytes in all, the least recently written (or read in)
+evicted first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from ..kv import Record
 
@@ -32,7 +38,8 @@ ENTRY_OVERHEAD_BYTES = 300
 
 
 class RecordCache:
-    __slots__ = ("_items", "_bytes", "bytes_max", "value_bytes_max", "hits", "misses", "evicted")
+    __slots__ = ("_items", "_bytes", "bytes_max", "value_bytes_max", "hits", "misses", "evicted", "_seq",
+                 "_touched", "_reads", "_floor")
 
     def __init__(self, bytes_max: int, value_bytes_max: int = 64 * 1024) -> None:
         self._items: dict[tuple[str, bytes], Record] = {}
@@ -42,6 +49,10 @@ class RecordCache:
         self.hits = 0
         self.misses = 0
         self.evicted = 0
+        self._seq = 0  # counts the changes (writes and forgets), for the reads' guard
+        self._touched: dict[tuple[str, bytes], int] = {}  # key -> last change, while reads run
+        self._reads: dict[int, int] = {}  # start sequence -> reads begun then, still running
+        self._floor = 0  # reads begun before this sequence keep nothing (a `clear` since)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -61,35 +72,76 @@ class RecordCache:
 
     def wrote(self, namespace: str, records: Sequence[Record], won: Sequence[bool]) -> None:
         """A write was answered: `won[i]` says whether `records[i]` is now the stored version."""
-        items = self._items
         if len(won) != len(records):  # never, by the store's contract; forgetting is safe
             self.clear()
             return
         for rec, w in zip(records, won, strict=True):  # lengths checked above
-            if not w:
+            if w:
+                k = (namespace, rec.key)
+                self._touch(k)
+                self._put(k, rec)
+        self._evict()
+
+    def read_begins(self) -> int:
+        """Before a read of the disk whose results go to `read_ends`: its token."""
+        token = self._seq
+        self._reads[token] = self._reads.get(token, 0) + 1
+        return token
+
+    def read_ends(self, token: int, found: Iterable[tuple[str, Record | None]]) -> None:
+        """What a read begun with `token` found, (namespace, record or None: no row) per
+        key; keep what is safe to keep. Call it once per `read_begins`, failed reads too."""
+        left = self._reads.get(token, 0) - 1
+        if left > 0:
+            self._reads[token] = left
+        else:
+            self._reads.pop(token, None)
+        items, touched = self._items, self._touched
+        for namespace, rec in found if token >= self._floor else ():
+            if rec is None:
                 continue
             k = (namespace, rec.key)
-            old = items.pop(k, None)
-            if old is not None:
-                self._bytes -= _size(old)
-            v = rec.value
-            if v is not None and len(v) > self.value_bytes_max:
-                continue  # too large to keep: the next read of it goes to the disk
-            items[k] = rec  # (re)inserted last: the most recently written
-            self._bytes += _size(rec)
+            if k not in items and touched.get(k, token) <= token:
+                self._put(k, rec)
+        self._evict()
+        if not self._reads:
+            touched.clear()
+
+    def _touch(self, k: tuple[str, bytes]) -> None:
+        self._seq += 1
+        if self._reads:
+            self._touched[k] = self._seq
+
+    def _put(self, k: tuple[str, bytes], rec: Record) -> None:
+        items = self._items
+        old = items.pop(k, None)
+        if old is not None:
+            self._bytes -= _size(old)
+        v = rec.value
+        if v is not None and len(v) > self.value_bytes_max:
+            return  # too large to keep: the next read of it goes to the disk
+        items[k] = rec  # (re)inserted last: the most recent
+        self._bytes += _size(rec)
+
+    def _evict(self) -> None:
+        items = self._items
         while self._bytes > self.bytes_max and items:
             oldest = next(iter(items))
             self._bytes -= _size(items.pop(oldest))
             self.evicted += 1
 
     def forget(self, namespace: str, key: bytes) -> None:
+        self._touch((namespace, key))
         old = self._items.pop((namespace, key), None)
         if old is not None:
             self._bytes -= _size(old)
 
     def clear(self) -> None:
+        """Forget everything; the reads running now keep nothing either."""
         self._items.clear()
         self._bytes = 0
+        self._seq += 1
+        self._floor = self._seq
 
 
 def _size(rec: Record) -> int:

@@ -9,7 +9,8 @@ on it and reports through a callback (the kv service's path: no task per write).
 writer wakes the trio thread once per group commit, not once per write. Reads run on a
 second connection in a worker thread (WAL lets them proceed while the writer commits). The trio thread never touches SQLite.
 `cached(namespace, key)` answers a point read from memory when it can: the store keeps the
-version it last wrote of each key, in step with its answers (`RecordCache`, bounded by
+version it last wrote of each key, in step with its answers, and what reads of the disk
+found (`read_begins`/`read_ends`) unless a write raced with them (`RecordCache`, bounded by
 `open_store(cache_bytes=...)`, 32 MiB by default; 0 turns it off).
 
 Durability: ``journal_mode=WAL``, and with ``synchronous="full"`` (the default) no write is
@@ -834,6 +835,16 @@ class Store:
         return result
 
     # --- reads ------------------------------------------------------------------------
+
+    def read_begins(self) -> int:
+        """Before a point read of the disk whose results go to `read_ends` (the cache's
+        guard against putting back a version a racing write replaced: `RecordCache`)."""
+        return self._cache.read_begins()
+
+    def read_ends(self, token: int, found: Iterable[tuple[str, Record | None]]) -> None:
+        """What the read begun with `token` found, (namespace, record or None) per key: the
+        cache keeps what it may. Once per `read_begins`, a failed read too (found empty)."""
+        self._cache.read_ends(token, found)
 
     def cached(self, namespace: str, key: bytes) -> Record | None:
         """The version of `key` this store last wrote, from memory (`RecordCache`), or None
