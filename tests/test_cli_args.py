@@ -32,6 +32,8 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
         ["agent", "--tag", "a=1", "--tag", "a=2"],
         ["agent", "--name", "x" * 65],
         ["agent", "--log-level", "loud"],
+        ["agent", "--kv-cache-mb", "-1"],
+        ["agent", "--kv-cache-mb", "lots"],
         ["agent", "--control", "/tmp/" + "c" * 200 + ".sock"],
         ["agent", "--config", "/nonexistent/meshcore.toml"],
         ["agent", "--key", "/nonexistent/node.key"],

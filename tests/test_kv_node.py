@@ -5,6 +5,7 @@ Each test is bounded by `fail_after`; nothing asserts on wall-clock durations.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,9 +38,9 @@ class KvMesh:
         self.scopes: dict[str, trio.CancelScope] = {}
         self.seed: tuple[str, int] | None = None
 
-    async def start(self, name: str, *, region: str = "r1", data: bool = True) -> Node:
+    async def start(self, name: str, *, region: str = "r1", data: bool = True, kv: object = None) -> Node:
         fields: dict[str, object] = dict(profile="local", site=f"site-{name}", region=region,
-                                         seeds=[self.seed] if self.seed else [], kv=FAST)
+                                         seeds=[self.seed] if self.seed else [], kv=kv or FAST)
         if data:
             fields.update(data_dir=self.root / name, kv_port=0)
         config = self.cluster.config(name, **fields)
@@ -606,3 +607,30 @@ async def test_gets_of_written_keys_are_answered_from_the_store_cache_and_stay_r
         assert await b.kv.get("n", "k2", consistency="all") == b"v1"
         after = sum(n.kv.statistics()["store"]["cache_hits"] for n in mesh.nodes.values())
         assert after - before == 3  # the second get: every replica from memory
+
+
+def test_the_agent_sets_the_record_cache_from_its_command_line() -> None:
+    import argparse
+
+    from meshcore.cli._agent import add_agent_parser
+    from meshcore.cli._kv import service_config
+    from meshcore.runtime._kv import KvServiceConfig
+
+    parser = add_agent_parser(argparse.ArgumentParser().add_subparsers())
+    args = parser.parse_args(["--kv-cache-mb", "8"])
+    assert args.kv_cache_mb == 8 and service_config(None, args.kv_cache_mb).cache_mb == 8
+    assert service_config("normal").cache_mb == KvServiceConfig().cache_mb == 32
+    with pytest.raises(LocalProtocolError, match="cache_mb"):
+        KvServiceConfig(cache_mb=-1)
+
+
+async def test_a_node_with_no_record_cache_reads_every_get_from_disk(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        mesh = KvMesh(nursery, tmp_path, ["a"])
+        a = await mesh.start("a", kv=dataclasses.replace(FAST, cache_mb=0))
+        await a.kv.create_namespace("n", replicas=1)
+        await a.kv.put("n", "k", b"v", consistency="all")
+        assert await a.kv.get("n", "k") == b"v"
+        store = a.kv.statistics()["store"]
+        assert store["cache_records"] == 0 and store["cache_hits"] == 0
+        nursery.cancel_scope.cancel()

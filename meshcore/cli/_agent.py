@@ -92,6 +92,8 @@ def add_agent_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--kv-port", type=int, metavar="PORT", help="kv service TCP port (default: bind port + 1, or any free port if that one is taken)")
     p.add_argument("--kv-sync", choices=("full", "normal"),
                    help="kv store fsync: full (default; survives power loss) or normal (process crashes only)")
+    p.add_argument("--kv-cache-mb", type=_kv_ops.cache_mb_arg, metavar="MIB",
+                   help="memory for the kv store's record cache, which answers reads (default 32; 0: none)")
     return p
 
 
@@ -181,7 +183,8 @@ def agent_settings(args: argparse.Namespace) -> tuple[NodeConfig, Path, str]:
         ws_bind=parse_addr(ws_bind, what="--ws-bind") if ws_bind else None,
         data_dir=pick(args.data_dir, "data_dir", None),  # kv layer
         kv_port=pick(args.kv_port, "kv_port", None),
-        kv=_kv_ops.service_config(args.kv_sync) if args.kv_sync else None,
+        kv=(_kv_ops.service_config(args.kv_sync, args.kv_cache_mb)
+            if args.kv_sync or args.kv_cache_mb is not None else None),
     )
     # Load and check the credentials now: a bad one is a one-line error before anything binds.
     credentials = config.load_credentials(time.time())

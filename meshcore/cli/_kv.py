@@ -142,11 +142,27 @@ KV_OPS = {
 EXTRA_OPS.update({op: _guarded(fn) for op, fn in KV_OPS.items()})
 
 
-def service_config(synchronous: str) -> Any:
-    """The agent's `--kv-sync` as a kv service config."""
+def service_config(synchronous: str | None, cache_mb: int | None = None) -> Any:
+    """The agent's `--kv-sync` and `--kv-cache-mb` as a kv service config (None: default)."""
     from ..runtime._kv import KvServiceConfig
 
-    return KvServiceConfig(synchronous=synchronous)
+    fields: dict[str, Any] = {}
+    if synchronous is not None:
+        fields["synchronous"] = synchronous
+    if cache_mb is not None:
+        fields["cache_mb"] = cache_mb
+    return KvServiceConfig(**fields)
+
+
+def cache_mb_arg(text: str) -> int:
+    """`--kv-cache-mb`: an int of MiB, 0 to 65536 (0: no record cache)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of MiB: {text!r:.40}") from None
+    if not 0 <= v <= 65536:
+        raise argparse.ArgumentTypeError(f"between 0 (no cache) and 65536 MiB, got {v}")
+    return v
 
 
 # --- command line side --------------------------------------------------------------------

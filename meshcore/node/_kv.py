@@ -259,7 +259,8 @@ async def run_node_kv(node: KvHost, config: Any, tap: KvTap, wrap: Any, secure: 
     from ..kv import RingMember
 
     path = data_dir / STORE_FILE
-    async with open_store(path, synchronous=svc_config.synchronous) as store:  # type: ignore[arg-type]
+    async with open_store(path, synchronous=svc_config.synchronous,  # type: ignore[arg-type]
+                          cache_bytes=svc_config.cache_mb * 1024 * 1024) as store:
         reader = KvReader(path)
         try:
             service = KvService(me=RingMember(node.node_id, site, region), store=store, reader=reader,

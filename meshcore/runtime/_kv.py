@@ -147,6 +147,8 @@ class KvServiceConfig:
     namespace_pull_s: float = 5.0
     #: "full" survives power loss, "normal" only process crashes (see runtime._storage).
     synchronous: str = "full"
+    #: The store's record cache (`Store.cached`), in MiB; 0: none.
+    cache_mb: int = 32
     #: A timer may fire this much late, so that timers due close together (one request
     #: timeout per request) are handled in one wake-up of the timer task.
     timer_slack_s: float = 0.01
@@ -167,6 +169,8 @@ class KvServiceConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
                 raise LocalProtocolError(f"{name} must be a number > 0, got {v!r:.40}")
+        if type(self.cache_mb) is not int or self.cache_mb < 0:
+            raise LocalProtocolError(f"cache_mb must be an int >= 0, got {self.cache_mb!r:.40}")
         for name in ("outbox_messages_max", "watchers_max", "watch_buffer_max", "scan_records_max",
                      "hello_bytes_max", "batch_bytes_max", "handoff_concurrency", "handoff_page"):
             v = getattr(self, name)
