@@ -179,3 +179,16 @@ async def test_the_control_client_reopens_a_connection_the_agent_hung_up_once(tm
             await client.request({"op": "stats"})
         await client.aclose()
         nursery.cancel_scope.cancel()
+
+
+def test_the_read_cache_hit_ratio_sums_every_agents_store() -> None:
+    class Stats:
+        def __init__(self, hits: int, misses: int) -> None:
+            self.store = {"cache_hits": hits, "cache_misses": misses}
+
+        def request(self, op: str) -> dict[str, Any]:
+            assert op == "kv.stats"
+            return {"ok": True, "kv": {"store": self.store}}
+
+    assert bench._cache_hit_ratio([Stats(30, 0), Stats(5, 5)]) == 0.875  # type: ignore[list-item]
+    assert bench._cache_hit_ratio([Stats(0, 0)]) != bench._cache_hit_ratio([Stats(0, 0)])  # NaN: no reads

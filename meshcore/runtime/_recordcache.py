@@ -1,24 +1,24 @@
-"""`RecordCache`: the versions a store last wrote durably, kept in memory for point reads.
+"""`RecordCache`: versions of keys a store holds, kept in memory for point reads.
 
 A kv get on a replica is a point read of the store. Done by the reader thread it costs a
 trip there and back (a task, a thread hand-off, a wake-up of the trio thread) that is most
 of the read's CPU; this cache answers it on the trio thread when it can.
 
-What it holds: for each key, the last version the store reported as written (won, and
-durable) — updated on the trio thread as each write is answered, in answer order, which is
-commit order. A deletion of a version (a purged tombstone, a copy dropped after a hand-off)
+Writes: the last version the store reported as written (won, and durable) of each key,
+updated on the trio thread as each write is answered, in answer order, which is commit
+order. A deletion of a version (a purged tombstone, a copy dropped after a hand-off)
 forgets the key once it is answered, whatever its outcome. Every write to the records
-table goes through the store, which tells the cache, so the cache never holds a version
-other than the store's last answered one: a hit is what a read of the disk would have
-returned once those writes were answered (a read of the disk may also see a commit whose
-sync is still running; the cache waits for the sync, as the write's acknowledgement does).
+table goes through the store, which tells the cache.
 
 Reads fill it too (`read_begins` before a read of the disk, `read_ends` with what it
 found): a version found is kept unless the key was written or forgotten since the read
 began (the read may have seen the older state: putting it back would be stale) or is held
-already (the held version is the last answered one). A read can see a commit whose sync is
-still running; so a version filled that way can be served before it is durable, as a read
-of the disk would serve it (the store stops answering from memory once a sync fails).
+already (kept as it is: a newer commit the read saw reaches the cache with its answer).
+
+So a hit is never older than the store's last answered version of its key: it is what a
+read of the disk returns, but for commits not answered yet. A version filled by a read
+can be one whose sync is still running, served before it is durable as a read of the disk
+would serve it (the store stops answering from memory once a sync fails).
 
 Limits: records whose value exceeds `value_bytes_max` are not kept (nor are they evicted
 for); at most about `bytes_max` bytes in all, the least recently written (or read in)

@@ -847,8 +847,8 @@ class Store:
         self._cache.read_ends(token, found)
 
     def cached(self, namespace: str, key: bytes) -> Record | None:
-        """The version of `key` this store last wrote, from memory (`RecordCache`), or None
-        if it is not there (then read the disk). None too once the store is closed or broken."""
+        """The version of `key` this store holds, from memory (`RecordCache`), or None if
+        it is not there (then read the disk). None too once the store is closed or broken."""
         if self._closed or self._writer.broken is not None:
             return None
         return self._cache.get(namespace, key)
