@@ -59,6 +59,12 @@ def test_a_bad_argument_is_one_line_on_stderr_and_exit_code_2(
         "join = [1, 2]",  # list of non-strings
         "tags = { a = 1 }",  # tag value not a string
         "profile = 'nope'",
+        "kv_port = true",  # a bool is not a port
+        "kv_sync = 'sometimes'",
+        "kv_sync = 1",
+        "kv_cache_mb = -1",
+        "kv_cache_mb = 70000",
+        "kv_cache_mb = '8'",
         "\xff\xfe",  # not UTF-8 once written as latin-1 bytes
     ],
 )

@@ -609,17 +609,26 @@ async def test_gets_of_written_keys_are_answered_from_the_store_cache_and_stay_r
         assert after - before == 3  # the second get: every replica from memory
 
 
-def test_the_agent_sets_the_record_cache_from_its_command_line() -> None:
+def test_the_agent_takes_its_kv_settings_from_the_config_file_and_flags_override_it(tmp_path: Path) -> None:
     import argparse
 
-    from meshcore.cli._agent import add_agent_parser
-    from meshcore.cli._kv import service_config
+    from meshcore.cli._agent import add_agent_parser, agent_settings
     from meshcore.runtime._kv import KvServiceConfig
 
     parser = add_agent_parser(argparse.ArgumentParser().add_subparsers())
-    args = parser.parse_args(["--kv-cache-mb", "8"])
-    assert args.kv_cache_mb == 8 and service_config(None, args.kv_cache_mb).cache_mb == 8
-    assert service_config("normal").cache_mb == KvServiceConfig().cache_mb == 32
+    toml = tmp_path / "agent.toml"
+    toml.write_text('kv_sync = "normal"\nkv_cache_mb = 8\n')
+    base = ["--insecure", "--control", str(tmp_path / "c.sock")]
+
+    def kv(*argv: str) -> KvServiceConfig | None:
+        return agent_settings(parser.parse_args([*base, *argv]))[0].kv
+
+    assert kv() is None  # nothing said: the service's defaults
+    assert kv("--kv-cache-mb", "8") == KvServiceConfig(cache_mb=8)
+    assert kv("--config", str(toml)) == KvServiceConfig(synchronous="normal", cache_mb=8)
+    assert kv("--config", str(toml), "--kv-sync", "full", "--kv-cache-mb", "0") == KvServiceConfig(
+        synchronous="full", cache_mb=0)
+    assert KvServiceConfig().cache_mb == 32
     with pytest.raises(LocalProtocolError, match="cache_mb"):
         KvServiceConfig(cache_mb=-1)
 

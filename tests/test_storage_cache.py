@@ -99,7 +99,7 @@ async def test_the_cache_matches_the_store_under_concurrent_writes_and_deletions
                 else:
                     await store.drop_copy("photos", k, cur.stamp)
 
-    hits = 0
+    hits = held_most = 0
     for round_ in range(100):
         async with trio.open_nursery() as nursery:  # a burst of concurrent operations
             for i in range(rng.randrange(1, 20)):
@@ -109,7 +109,11 @@ async def test_the_cache_matches_the_store_under_concurrent_writes_and_deletions
             if held is not None:
                 hits += 1
                 assert held == await store.get("photos", key), (round_, key)
-    assert hits > 50 and store.statistics().cache_records > 0  # the cache was exercised
+        held_most = max(held_most, store.statistics().cache_records)
+    # The cache was exercised. (Not "holds records at the end": the tasks share one random
+    # generator, so the order depends on the writer thread, and the last round may have
+    # deleted all three keys.)
+    assert hits > 50 and held_most > 0
 
 
 async def test_a_deletion_committed_after_a_winning_write_of_its_version_leaves_no_entry(

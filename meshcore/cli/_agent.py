@@ -59,6 +59,8 @@ _FILE_KEYS = {
     "log_level": str,
     "data_dir": str,  # kv layer
     "kv_port": int,  # kv layer
+    "kv_sync": str,  # kv layer
+    "kv_cache_mb": int,  # kv layer
 }
 
 
@@ -90,7 +92,7 @@ def add_agent_parser(subparsers: Any) -> argparse.ArgumentParser:
     # kv layer (meshcore.cli._kv)
     p.add_argument("--data-dir", metavar="PATH", help="store key-value data here (enables `meshcore kv`)")
     p.add_argument("--kv-port", type=int, metavar="PORT", help="kv service TCP port (default: bind port + 1, or any free port if that one is taken)")
-    p.add_argument("--kv-sync", choices=("full", "normal"),
+    p.add_argument("--kv-sync", choices=_kv_ops.SYNC_MODES,
                    help="kv store fsync: full (default; survives power loss) or normal (process crashes only)")
     p.add_argument("--kv-cache-mb", type=_kv_ops.cache_mb_arg, metavar="MIB",
                    help="memory for the kv store's record cache, which answers reads (default 32; 0: none)")
@@ -115,7 +117,7 @@ def _read_toml(path: str) -> dict[str, Any]:
         expected = _FILE_KEYS.get(key)
         if expected is None:
             raise ConfigError(f"{path}: unknown setting {key!r}; known: {', '.join(_FILE_KEYS)}")
-        if not isinstance(value, expected):
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):  # true is no port
             raise ConfigError(f"{path}: {key} must be a {expected.__name__}, got {type(value).__name__}")
     for key in ("join", "roles"):
         if key in data and not all(isinstance(v, str) for v in data[key]):
@@ -124,6 +126,14 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: profile {data['profile']!r} is unknown; choose one of {', '.join(PROFILES)}")
     if "tags" in data and not all(isinstance(v, str) for v in data["tags"].values()):
         raise ConfigError(f"{path}: tags values must be strings")
+    if "kv_sync" in data and data["kv_sync"] not in _kv_ops.SYNC_MODES:
+        raise ConfigError(f"{path}: kv_sync {data['kv_sync']!r:.40} is unknown; choose one of "
+                          f"{', '.join(_kv_ops.SYNC_MODES)}")
+    if "kv_cache_mb" in data:
+        try:
+            _kv_ops.check_cache_mb(data["kv_cache_mb"])
+        except ValueError as exc:
+            raise ConfigError(f"{path}: kv_cache_mb must be {exc}") from None
     return data
 
 
@@ -183,8 +193,7 @@ def agent_settings(args: argparse.Namespace) -> tuple[NodeConfig, Path, str]:
         ws_bind=parse_addr(ws_bind, what="--ws-bind") if ws_bind else None,
         data_dir=pick(args.data_dir, "data_dir", None),  # kv layer
         kv_port=pick(args.kv_port, "kv_port", None),
-        kv=(_kv_ops.service_config(args.kv_sync, args.kv_cache_mb)
-            if args.kv_sync or args.kv_cache_mb is not None else None),
+        kv=_kv_ops.service_config(pick(args.kv_sync, "kv_sync", None), pick(args.kv_cache_mb, "kv_cache_mb", None)),
     )
     # Load and check the credentials now: a bad one is a one-line error before anything binds.
     credentials = config.load_credentials(time.time())

@@ -142,8 +142,14 @@ KV_OPS = {
 EXTRA_OPS.update({op: _guarded(fn) for op, fn in KV_OPS.items()})
 
 
+SYNC_MODES = ("full", "normal")
+CACHE_MB_MAX = 65536
+
+
 def service_config(synchronous: str | None, cache_mb: int | None = None) -> Any:
-    """The agent's `--kv-sync` and `--kv-cache-mb` as a kv service config (None: default)."""
+    """The agent's kv sync mode and record cache size (`--kv-sync`/`kv_sync`,
+    `--kv-cache-mb`/`kv_cache_mb`) as a kv service config; None when neither is set (the
+    service's defaults)."""
     from ..runtime._kv import KvServiceConfig
 
     fields: dict[str, Any] = {}
@@ -151,18 +157,26 @@ def service_config(synchronous: str | None, cache_mb: int | None = None) -> Any:
         fields["synchronous"] = synchronous
     if cache_mb is not None:
         fields["cache_mb"] = cache_mb
-    return KvServiceConfig(**fields)
+    return KvServiceConfig(**fields) if fields else None
+
+
+def check_cache_mb(v: int) -> int:
+    """A record cache size in MiB, 0 (no cache) to `CACHE_MB_MAX`; ValueError says what it must be."""
+    if not 0 <= v <= CACHE_MB_MAX:
+        raise ValueError(f"between 0 (no cache) and {CACHE_MB_MAX} MiB, got {v}")
+    return v
 
 
 def cache_mb_arg(text: str) -> int:
-    """`--kv-cache-mb`: an int of MiB, 0 to 65536 (0: no record cache)."""
+    """`--kv-cache-mb`: an int of MiB, 0 to `CACHE_MB_MAX` (0: no record cache)."""
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number of MiB: {text!r:.40}") from None
-    if not 0 <= v <= 65536:
-        raise argparse.ArgumentTypeError(f"between 0 (no cache) and 65536 MiB, got {v}")
-    return v
+    try:
+        return check_cache_mb(v)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # --- command line side --------------------------------------------------------------------
