@@ -20,10 +20,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import ConfigError, MeshError
+from ..runtime._storage import SYNC_MODES
 from ._control import EXTRA_OPS, ControlError, request_sync
 from ._members import _add_target, control_path_from_args
 
-__all__ = ["register", "KV_OPS", "service_config"]
+__all__ = ["register", "KV_OPS", "SYNC_MODES", "service_config"]
 
 LEVELS = ("one", "quorum", "all")
 LS_LIMIT_DEFAULT = 1000
@@ -142,7 +143,6 @@ KV_OPS = {
 EXTRA_OPS.update({op: _guarded(fn) for op, fn in KV_OPS.items()})
 
 
-SYNC_MODES = ("full", "normal")
 CACHE_MB_MAX = 65536
 
 

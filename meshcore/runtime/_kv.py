@@ -104,7 +104,7 @@ from ..kv import (
 from ..kv._messages import Repair
 from ._antientropy import AntiEntropyConfig, AntiEntropyDriver
 from ._kvstore import KvReader, PeerReplica, VersionSnapshot
-from ._storage import Store
+from ._storage import SYNC_MODES, Store
 
 __all__ = ["KvServiceConfig", "KvService", "Change", "Watch", "UNSET_REGION"]
 
@@ -176,7 +176,7 @@ class KvServiceConfig:
             v = getattr(self, name)
             if type(v) is not int or v < 1:
                 raise LocalProtocolError(f"{name} must be an int >= 1, got {v!r:.40}")
-        if self.synchronous not in ("full", "normal"):
+        if self.synchronous not in SYNC_MODES:
             raise LocalProtocolError("synchronous is 'full' or 'normal'")
         v = self.timer_slack_s
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:

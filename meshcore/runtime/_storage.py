@@ -79,6 +79,9 @@ from ._recordcache import RecordCache
 
 log = logging.getLogger("meshcore.runtime")
 
+#: The store's durability modes (`open_store(synchronous=...)`; see the module doc).
+SYNC_MODES = ("full", "normal")
+
 __all__ = [
     "PUT_RECORDS_MAX",
     "VERSIONS_PAGE_MAX",
@@ -989,7 +992,7 @@ async def open_store(
     """Open (creating if needed) the store at `path`; close it on exit (waiting at most
     `close_timeout_s` for the disk: `Store.aclose`). `cache_bytes`: the record cache's
     budget (`Store.cached`; 0: none). See the module doc."""
-    if synchronous not in ("full", "normal"):
+    if synchronous not in SYNC_MODES:
         raise LocalProtocolError(f"synchronous is 'full' or 'normal', got {synchronous!r}")
     for name, v in (("batch_ops_max", batch_ops_max), ("batch_bytes_max", batch_bytes_max),
                     ("pending_ops_max", pending_ops_max)):
