@@ -35,9 +35,10 @@ async def test_two_websocket_nodes_and_two_udp_tcp_nodes_form_one_mesh() -> None
             t1 = await nursery.start(run, cluster.config("t1", profile="local", seeds=[seed]))
             t2 = await nursery.start(run, cluster.config("t2", profile="local", seeds=[seed]))
             nodes = [w1, w2, t1, t2]
-            while not all(
-                sum(m.status == Status.ALIVE for m in n.members()) == 4 for n in nodes
-            ):
+            # Every node sees all four alive, and the views agree: they can still differ for
+            # a moment after all four are alive (about 1 run in 6 asserted too early).
+            while not (all(sum(m.status == Status.ALIVE for m in n.members()) == 4 for n in nodes)
+                       and len({n.checksum() for n in nodes}) == 1):
                 await trio.sleep(0.1)
             # w2 reached w1 over WebSocket (its join, and later links between the two).
             ws2 = w2.transport
