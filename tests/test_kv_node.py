@@ -344,6 +344,64 @@ async def test_link_batches_are_counted(tmp_path: Path) -> None:
         assert s["link_messages_sent"] >= 10 and 1 <= s["link_batches_sent"] <= s["link_messages_sent"]
 
 
+async def test_writes_reach_every_replica_when_no_link_write_completes_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The round task writes an idle link without waiting; a frame the socket does not take
+    # whole goes to the peer's own task. Here no frame is ever taken at once (a full
+    # socket, every time), so every batch takes that slow path, and every write still lands.
+    from meshcore.runtime._securelink import SecureLink
+
+    held: list[int] = []
+
+    def hold(self: SecureLink, data: bytes) -> bool:
+        frame = self._encoder.seal(data, trio.current_time())
+        self._tail += frame
+        held.append(len(frame))
+        return False
+
+    monkeypatch.setattr(SecureLink, "send_message_nowait", hold)
+    async with kv_mesh(tmp_path, ["a", "b", "c"]) as mesh:
+        a, c = mesh.nodes["a"], mesh.nodes["c"]
+        await a.kv.create_namespace("n", replicas=3)
+        await wait_for_namespace(mesh, "n")
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(lambda i=i: a.kv.put("n", f"k{i}", b"v%d" % i, consistency="all"))
+        assert [await c.kv.get("n", f"k{i}", consistency="all") for i in range(20)] == [b"v%d" % i for i in range(20)]
+        assert held  # the slow path was taken
+
+
+async def test_a_link_found_broken_by_the_round_task_is_opened_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshcore.runtime._securelink import SecureLink
+
+    real = SecureLink.send_message_nowait
+    failures = [3]
+
+    def flaky(self: SecureLink, data: bytes) -> bool:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise trio.BrokenResourceError("connection reset")
+        return real(self, data)
+
+    async with kv_mesh(tmp_path, ["a", "b", "c"]) as mesh:
+        a = mesh.nodes["a"]
+        await a.kv.create_namespace("n", replicas=3)
+        await wait_for_namespace(mesh, "n")
+        await a.kv.put("n", "before", b"1", consistency="all")  # links open and idle
+        monkeypatch.setattr(SecureLink, "send_message_nowait", flaky)
+        ok = 0
+        for i in range(10):
+            try:
+                await a.kv.put("n", f"k{i}", b"v", consistency="all")
+                ok += 1
+            except ConsistencyError:
+                pass  # a write whose batch was lost with the link times out
+        assert failures == [0] and ok >= 7
+        await a.kv.put("n", "after", b"2", consistency="all")
+        assert await mesh.nodes["c"].kv.get("n", "after", consistency="one") == b"2"
+
+
 class _Listener:
     """A kv service stand-in whose `listen` refuses the ports in `busy`."""
 

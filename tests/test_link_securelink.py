@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import pytest
 import trio
@@ -219,22 +222,30 @@ def test_the_security_package_imports_no_trio_socket_time_or_random() -> None:
             assert not names & forbidden, f"{path.name} imports {names & forbidden}"
 
 
-async def test_concurrent_senders_on_a_tcp_link_keep_every_message_whole_and_in_order(cluster) -> None:
-    # Over real sockets the link writes on the descriptor directly; messages larger than the
-    # socket buffers force partial writes and waits while other tasks queue on the lock.
-    a, b = (n.link_security() for n in cluster.nodes)
-    links = {}
+@asynccontextmanager
+async def _tcp_link(a: LinkSecurity, b: LinkSecurity) -> AsyncIterator[tuple[Any, dict[str, Any]]]:
+    """A secure link from `a` to `b` over loopback TCP; b's end appears in links["b"]."""
+    links: dict[str, Any] = {}
 
     async def handler(stream: trio.SocketStream) -> None:
         links["b"] = await secure_handshake(stream, b, initiator=False, wall_clock=wall)
         await trio.sleep_forever()
 
-    sizes = [10, 3_000_000, 1, 70_000, 500]
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
         link = await secure_handshake(await trio.open_tcp_stream("127.0.0.1", port), a,
                                       initiator=True, wall_clock=wall)
+        yield link, links
+        nursery.cancel_scope.cancel()
+
+
+async def test_concurrent_senders_on_a_tcp_link_keep_every_message_whole_and_in_order(cluster) -> None:
+    # Over real sockets the link writes on the descriptor directly; messages larger than the
+    # socket buffers force partial writes and waits while other tasks queue on the lock.
+    a, b = (n.link_security() for n in cluster.nodes)
+    sizes = [10, 3_000_000, 1, 70_000, 500]
+    async with _tcp_link(a, b) as (link, links):
 
         async def sender(tag: int) -> None:
             for i, size in enumerate(sizes):
@@ -259,4 +270,36 @@ async def test_concurrent_senders_on_a_tcp_link_keep_every_message_whole_and_in_
                     inner.start_soon(sender, t)
         assert all(order == list(range(len(sizes))) for order in got.values())  # each sender's order
         await link.aclose()
-        nursery.cancel_scope.cancel()
+
+
+async def test_a_nowait_send_that_the_socket_cannot_take_whole_is_finished_by_flush_in_order(cluster) -> None:
+    # The kv service's fast path: frames written without waiting while the socket has room;
+    # once it has not, the rest of the frame is held and goes out first, before any later
+    # frame, when `flush` (or the next `send_message`) is awaited.
+    a, b = (n.link_security() for n in cluster.nodes)
+    async with _tcp_link(a, b) as (link, links):
+        assert link.send_message_nowait(b"first")  # an idle socket takes a small frame whole
+        sent = [b"first"]
+        whole = True
+        while whole:  # nobody reads: the socket buffers fill up
+            msg = b"%d:" % len(sent) + bytes(100_000)
+            whole = link.send_message_nowait(msg)
+            sent.append(msg)
+        held = b"held after the short write"
+        assert not link.send_message_nowait(held)  # queued behind the held rest, in order
+        sent.append(held)
+        got = []
+
+        async def receiver() -> None:
+            while "b" not in links:
+                await trio.sleep(0.01)
+            for _ in range(len(sent) + 1):
+                got.append(await links["b"].receive_message())
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as inner:
+                inner.start_soon(receiver)
+                await link.flush()
+                await link.send_message(b"last")
+        assert got == sent + [b"last"]
+        await link.aclose()

@@ -204,3 +204,22 @@ async def test_after_a_short_read_the_next_one_waits_for_data_instead_of_trying(
     assert got == [b"c"] and len(calls) == reads + 1
     await a.aclose()
     await b.aclose()
+
+
+async def test_write_nowait_writes_what_the_kernel_takes_and_never_waits() -> None:
+    a, b = _pair()
+    io = StreamIO(a)
+    assert io.write_nowait(b"abc") == 3
+    total = 0
+    while (n := io.write_nowait(bytes(65536))) > 0:  # nobody reads: it fills, then takes 0
+        total += n
+    assert total > 0
+    assert await StreamIO(b).receive_some(3) == b"abc"
+    assert StreamIO(trio.testing.memory_stream_pair()[0]).write_nowait(b"x") == 0  # not a socket
+    await b.aclose()
+    with pytest.raises(trio.BrokenResourceError):
+        for _ in range(1000):  # the peer is gone: the buffered bytes go, then the write fails
+            io.write_nowait(bytes(65536))
+    await a.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        io.write_nowait(b"x")

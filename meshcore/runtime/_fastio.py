@@ -86,6 +86,20 @@ class StreamIO:
         finally:
             self._sending = False
 
+    def write_nowait(self, data: bytes | memoryview) -> int:
+        """Write what the kernel takes of `data` now, without waiting: the number of bytes
+        written (0 if it would block, another task is sending, or this is not a socket).
+        Raises `trio.BrokenResourceError` or `trio.ClosedResourceError` as `send_all` does."""
+        if self._socket is None or self._sending:
+            return 0
+        fd = self._fd()
+        try:
+            return os.write(fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
+
     async def receive_some(self, max_bytes: int) -> bytes | bytearray:
         if self._socket is None:
             return await self.stream.receive_some(max_bytes)

@@ -17,7 +17,13 @@ and starts with a hello ``[1, kind, node_id, body]``; on a secure link the claim
 must be the certified one, else the link is dropped and counted. Kinds:
 - ``kv``: a one-way stream of kv messages from that node (answers travel on our own
   outbound connection to it); each link message is a batch of ``[u32 length, message]``
-  items (whatever was queued for that peer, up to `batch_bytes_max`);
+  items (whatever was queued for that peer, up to `batch_bytes_max`). One task does the
+  end of every scheduling round (`_round_loop`): it hands that round's `Persist`s to the
+  store and writes each peer's batch itself when the peer's link is open and the socket
+  takes the frame at once; connecting, and a frame the socket takes only part of, are
+  left to that peer's own task (`_peer_task`). One wake-up per round instead of one per
+  peer with messages and one for the store (quorum puts on 5 agents, interleaved with
+  the code before: CPU per put x0.978 and x0.938, rate x1.016 and x1.056);
 - ``ae``: one anti-entropy session for namespace `body` (we serve, they initiate);
 - ``scan``: `[namespace, prefix, limit]` -> one reply listing the records we hold;
 - ``ns``: one reply listing our namespace definitions (the pull a node does on join).
@@ -254,14 +260,35 @@ def decode_hello(data: bytes, limit: int) -> tuple[str, bytes, Any]:
 
 
 class _Peer:
-    __slots__ = ("node", "addr", "send", "receive", "task_running", "dropped")
+    """The outbound side of the kv link to one peer (`KvService._send`).
+
+    Messages queue in `queue`. While `slow` is False the link is open and idle, and the
+    service's round task (`_round_loop`) writes each round's batch itself, without
+    waiting; otherwise the peer's own task (`_peer_task`) owns the link: it connects,
+    sends what the kernel would not take at once, and hands the link back when done."""
+
+    __slots__ = ("node", "addr", "capacity", "queue", "in_round", "link", "slow", "broken",
+                 "task_running", "wakeup", "closed", "dropped")
 
     def __init__(self, node: bytes, addr: tuple[str, int], capacity: int) -> None:
         self.node = node
         self.addr = addr
-        self.send, self.receive = trio.open_memory_channel[bytes](capacity)
+        self.capacity = capacity
+        self.queue: deque[bytes] = deque()
+        self.in_round = False  # listed for this round's flush
+        self.link: Any = None
+        self.slow = True
+        self.broken = False  # the round task found the link broken: the task reconnects
         self.task_running = False
+        self.wakeup = trio.Event()
+        self.closed = False
         self.dropped = 0
+
+    def close(self) -> None:
+        """Replaced or gone: the task closes the link and ends; queued messages are dropped."""
+        self.closed = True
+        self.queue.clear()
+        self.wakeup.set()
 
 
 @dataclass
@@ -295,7 +322,8 @@ class KvService:
         self._waiters: dict[int, _Waiter] = {}
         self._watchers: set[Watch] = set()
         self._persists: list[Persist] = []
-        self._persist_wakeup = trio.Event()
+        self._dirty: list[_Peer] = []  # peers with messages queued this round
+        self._round_wakeup = trio.Event()
         self._crashed: BaseException | None = None
         self._running = False
         self._loads: list[Load] = []
@@ -346,7 +374,7 @@ class KvService:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._running = True
-                nursery.start_soon(self._persist_pump)
+                nursery.start_soon(self._round_loop)
                 nursery.start_soon(self._timer_loop)
                 nursery.start_soon(self._ae_loop)
                 nursery.start_soon(self._namespace_loop)
@@ -370,7 +398,7 @@ class KvService:
         peer = self._peers.get(node)
         if peer is None or peer.addr != addr:
             if peer is not None:
-                peer.send.close()
+                peer.close()
             self._peers[node] = _Peer(node, addr, self.config.outbox_messages_max)
         member = RingMember(node, site, region)
         known = next((m for m in core.view.ring.members() if m.node == node), None)
@@ -577,7 +605,7 @@ class KvService:
             elif t is Persist:
                 self._persists.append(e)  # type: ignore[arg-type]
                 if len(self._persists) == 1:
-                    self._persist_wakeup.set()
+                    self._round_wakeup.set()
             elif t is Load:
                 # Answered from the store's record cache when it can (no trip to the
                 # reader thread); the core may already be answering on our stack, which
@@ -593,31 +621,40 @@ class KvService:
             elif nursery is not None:
                 nursery.start_soon(self._storage_effect, e)
 
-    async def _persist_pump(self) -> None:
-        """Hand the `Persist`s queued since the last round to the store, one write per
-        namespace (`put_many_nowait`: no task waits on it). The store's writer commits
-        whatever is queued while a commit runs (group commit); each write's outcome comes
-        back in `_persisted`. One wake-up of this task per round, however many writes."""
+    async def _round_loop(self) -> None:
+        """What the other tasks of a scheduling round queued, done once at its end: one
+        wake-up of this task per round, however many writes and messages.
+        - The `Persist`s go to the store, one write per namespace (`put_many_nowait`: no
+          task waits on it). The store's writer commits whatever is queued while a commit
+          runs (group commit); each write's outcome comes back in `_persisted`.
+        - Each peer's queued messages go out as one link batch, written here when its link
+          is open and idle (`_flush_peers`)."""
         while True:
-            await self._persist_wakeup.wait()
-            self._persist_wakeup = trio.Event()
+            await self._round_wakeup.wait()
+            self._round_wakeup = trio.Event()
             if self._crashed is not None:
                 raise self._crashed
-            batch, self._persists = self._persists, []
-            by_ns: dict[str, list[Persist]] = {}
-            for e in batch:
-                by_ns.setdefault(e.namespace, []).append(e)
-            for namespace, effects in by_ns.items():
-                chunk: list[Persist] = []
-                size = 0
-                for e in effects:
-                    if chunk and size + len(e.records) > PERSIST_BATCH_MAX:
-                        self._submit_persists(namespace, chunk)
-                        chunk, size = [], 0
-                    chunk.append(e)
-                    size += len(e.records)
-                if chunk:
+            if self._persists:
+                self._flush_persists()
+            if self._dirty:
+                self._flush_peers()
+
+    def _flush_persists(self) -> None:
+        batch, self._persists = self._persists, []
+        by_ns: dict[str, list[Persist]] = {}
+        for e in batch:
+            by_ns.setdefault(e.namespace, []).append(e)
+        for namespace, effects in by_ns.items():
+            chunk: list[Persist] = []
+            size = 0
+            for e in effects:
+                if chunk and size + len(e.records) > PERSIST_BATCH_MAX:
                     self._submit_persists(namespace, chunk)
+                    chunk, size = [], 0
+                chunk.append(e)
+                size += len(e.records)
+            if chunk:
+                self._submit_persists(namespace, chunk)
 
     def _submit_persists(self, namespace: str, effects: list[Persist]) -> None:
         records = [r for e in effects for r in e.records]
@@ -652,9 +689,9 @@ class KvService:
                         self._notify(namespace, rec)
                     i += 1
                 self._perform(core.on_persisted(self._now(), e.token))
-        except BaseException as exc:  # noqa: BLE001 - handed over, re-raised by the pump
+        except BaseException as exc:  # noqa: BLE001 - handed over, re-raised by the round task
             self._crashed = exc
-            self._persist_wakeup.set()
+            self._round_wakeup.set()
 
     async def _flush_loads(self) -> None:
         """Answer every queued `Load` with one read in the reader's thread."""
@@ -759,18 +796,49 @@ class KvService:
             self._perform(core.on_message(self._now(), self.me.node, data))
             return
         peer = self._peers.get(to)
-        if peer is None:
+        if peer is None or peer.closed or len(peer.queue) >= peer.capacity:
+            if peer is not None:
+                peer.dropped += 1
             self.counters["outbox_dropped"] += 1
             return
-        try:
-            peer.send.send_nowait(data)
-        except (trio.WouldBlock, trio.ClosedResourceError):
-            peer.dropped += 1
-            self.counters["outbox_dropped"] += 1
-            return
-        if not peer.task_running and self._nursery is not None:
+        peer.queue.append(data)
+        if not peer.in_round:
+            peer.in_round = True
+            self._dirty.append(peer)
+            if len(self._dirty) == 1:
+                self._round_wakeup.set()
+
+    def _flush_peers(self) -> None:
+        """Round task: send each listed peer's queue. An open, idle link is written here
+        without waiting (`send_message_nowait`); a peer with no link yet, a busy one, or a
+        write the kernel takes only part of goes to the peer's own task (`_peer_task`)."""
+        dirty, self._dirty = self._dirty, []
+        for peer in dirty:
+            peer.in_round = False
+            if peer.closed or not peer.queue:
+                continue
+            link = peer.link
+            nowait = getattr(link, "send_message_nowait", None)
+            if peer.slow or nowait is None:
+                self._wake_peer_task(peer)
+                continue
+            try:
+                while peer.queue:
+                    if not nowait(self._batch(peer, peer.queue.popleft())):
+                        peer.slow = True  # the rest of that frame is held by the link
+                        self._wake_peer_task(peer)
+                        break
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, MeshError):
+                peer.slow = peer.broken = True
+                self._wake_peer_task(peer)
+
+    def _wake_peer_task(self, peer: _Peer) -> None:
+        peer.slow = True
+        if peer.task_running:
+            peer.wakeup.set()
+        elif self._nursery is not None:
             peer.task_running = True
-            self._nursery.start_soon(self._peer_sender, peer)
+            self._nursery.start_soon(self._peer_task, peer)
 
     async def _open(self, addr: tuple[str, int], kind: str, body: Any = None) -> Any:
         with trio.fail_after(self.config.connect_timeout_s):
@@ -784,52 +852,53 @@ class KvService:
                 raise
         return link
 
-    async def _peer_sender(self, peer: _Peer) -> None:
+    async def _peer_task(self, peer: _Peer) -> None:
+        """The slow path of one peer's link: connect (dropping what is queued while it
+        cannot: requests time out and hints take over), send what the round task could not
+        write at once, then hand the idle link back (`slow` False) and sleep until needed."""
         try:
-            while True:
+            while not peer.closed:
+                if peer.link is None:
+                    try:
+                        peer.link = await self._open(peer.addr, "kv")
+                    except (OSError, trio.TooSlowError, trio.BrokenResourceError, MeshError):
+                        self.counters["connect_failed"] += 1
+                        peer.dropped += len(peer.queue)
+                        peer.queue.clear()
+                        await trio.sleep(self.config.reconnect_backoff_s)
+                        continue
+                link = peer.link
                 try:
-                    link = await self._open(peer.addr, "kv")
-                except (OSError, trio.TooSlowError, trio.BrokenResourceError, MeshError):
-                    self.counters["connect_failed"] += 1
-                    # Drop what is queued: requests time out and hints take over.
-                    while True:
-                        try:
-                            peer.receive.receive_nowait()
-                        except trio.WouldBlock:
-                            break
-                        peer.dropped += 1
-                    await trio.sleep(self.config.reconnect_backoff_s)
-                    continue
-                try:
-                    while True:
-                        try:  # what queued up during the last send needs no extra wait
-                            data = peer.receive.receive_nowait()
-                        except trio.WouldBlock:
-                            # Woken in the next scheduling round: what the other tasks of
-                            # this round queue for the peer joins the batch. (An extra round
-                            # of grace here made batches larger but cost ~5 % more CPU per
-                            # kv put than it saved.)
-                            data = await peer.receive.receive()
-                        await link.send_message(self._batch(peer, data))
+                    if peer.broken:
+                        raise trio.BrokenResourceError("a write of the round task failed")
+                    flush = getattr(link, "flush", None)
+                    if flush is not None:
+                        await flush()
+                    while peer.queue and not peer.closed:
+                        await link.send_message(self._batch(peer, peer.queue.popleft()))
+                    if peer.closed:
+                        break
+                    peer.slow = False  # idle: the round task writes the next batches
+                    peer.wakeup = trio.Event()
+                    await peer.wakeup.wait()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, MeshError):
-                    continue
-                finally:
+                    peer.link, peer.broken, peer.slow = None, False, True
                     await _close_quietly(link)
-        except trio.EndOfChannel:
-            return
         finally:
-            peer.task_running = False
+            peer.task_running, peer.slow = False, True
+            if peer.link is not None:
+                link, peer.link = peer.link, None
+                await _close_quietly(link)
 
     def _batch(self, peer: _Peer, first: bytes) -> bytes:
         """`first` plus whatever else is queued for `peer`, as one link message: one
         encryption and one send for many kv messages when the link is busy."""
         parts = [len(first).to_bytes(4, "big"), first]
         size = len(first)
-        while size < self.config.batch_bytes_max:
-            try:
-                data = peer.receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
+        queue = peer.queue
+        limit = self.config.batch_bytes_max
+        while queue and size < limit:
+            data = queue.popleft()
             parts += (len(data).to_bytes(4, "big"), data)
             size += len(data) + 4
         self.counters["link_batches_sent"] += 1

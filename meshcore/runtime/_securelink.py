@@ -100,6 +100,7 @@ class SecureLink:
         self._send_lock = trio.StrictFIFOLock()
         self._receive_guard = trio.Lock()
         self.bytes_sent = 0
+        self._tail = b""  # sealed frame bytes that send_message_nowait could not write
 
     @property
     def peer_node(self) -> NodeId:
@@ -109,11 +110,44 @@ class SecureLink:
         lock = self._send_lock
         await acquire(lock)
         try:
+            await self._send_tail()
             frame = self._encoder.seal(data, trio.current_time())
             await self._io.send_all(frame)
             self.bytes_sent += len(frame)
         finally:
             lock.release()
+
+    def send_message_nowait(self, data: bytes) -> bool:
+        """Seal `data` and write its frame without waiting: True if it went out whole.
+        False if the kernel took only part of it (or none, or another task is sending):
+        the rest is held, in order, and goes out first with the next `flush` or
+        `send_message`, which the caller must then await. Raises `trio.BrokenResourceError`
+        or `trio.ClosedResourceError` like `send_message`. (The kv service's fast path:
+        one task flushes every idle link of a round without a task switch per link.)"""
+        frame = self._encoder.seal(data, trio.current_time())
+        self.bytes_sent += len(frame)
+        if self._tail or self._send_lock.locked():
+            self._tail += frame
+            return False
+        sent = self._io.write_nowait(frame)
+        if sent < len(frame):
+            self._tail = frame[sent:]
+            return False
+        return True
+
+    async def flush(self) -> None:
+        """Send what `send_message_nowait` held."""
+        lock = self._send_lock
+        await acquire(lock)
+        try:
+            await self._send_tail()
+        finally:
+            lock.release()
+
+    async def _send_tail(self) -> None:
+        while self._tail:
+            tail, self._tail = self._tail, b""
+            await self._io.send_all(tail)
 
     async def receive_message(self) -> bytes:
         """The next message. Raises `trio.EndOfChannel` when the peer closed cleanly
