@@ -45,6 +45,13 @@ CLIENT_TIMEOUT_S = 5.0
 #: A handler returns the answer, or None once it has written its own lines with `send`
 #: (a streaming op such as kv.watch; the connection closes after it).
 EXTRA_OPS: dict[str, Callable[..., Any]] = {}
+#: Ops answered without the connection's task waiting for them (kv put, get, del):
+#: handler(node, request, reply) starts the op and returns; `reply(answer)` is then called
+#: exactly once, at once or later, on the trio thread. The connection's task goes back to
+#: reading meanwhile, so an answer costs it no wake-up; a next request on the same
+#: connection waits for the answer before it (answers stay in request order). A handler
+#: that raises MeshError, ValueError or TypeError has answered with that error.
+NOWAIT_OPS: dict[str, Callable[[Node, dict[str, Any], Callable[[dict[str, Any]], None]], None]] = {}
 #: sun_path is 108 bytes on Linux, including the terminating NUL.
 UNIX_PATH_BYTES_MAX = 107
 
@@ -163,6 +170,56 @@ class _IdleGuard:
             await trio.sleep(timeout_s if since is None else since + timeout_s - now)
 
 
+class _Pending:
+    """The answer a `NOWAIT_OPS` request of one connection owes (at most one at a time)."""
+
+    __slots__ = ("io", "idle", "nursery", "owed", "answered", "reading")
+
+    def __init__(self, io: StreamIO, idle: _IdleGuard, nursery: trio.Nursery) -> None:
+        self.io = io
+        self.idle = idle
+        self.nursery = nursery
+        self.owed = False
+        self.answered = trio.Event()
+        self.reading = False  # the connection's task waits for the next request
+
+    def start(self) -> None:
+        self.owed = True
+        self.answered = trio.Event()
+
+    def reply(self, answer: dict[str, Any]) -> None:
+        """Write `answer` without waiting; what the socket does not take at once is sent
+        by a task of the connection. Never raises (it runs inside the kv service)."""
+        if not self.owed:
+            return  # answered already: a second call is a bug of the handler, not the client's
+        data = json.dumps(answer).encode() + b"\n"
+        try:
+            sent = self.io.write_nowait(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            sent = len(data)  # the client went away; its connection's task ends on reading
+        if sent < len(data):
+            try:
+                self.nursery.start_soon(self._send_rest, data[sent:])
+            except RuntimeError:  # the connection is closing
+                self._done()
+            return
+        self._done()
+
+    async def _send_rest(self, data: bytes) -> None:
+        try:
+            await self.io.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        self.owed = False
+        if self.reading:  # the wait for the next request starts now
+            self.idle.since = trio.current_time()
+        self.answered.set()
+
+
 async def _serve_client(
     stream: trio.SocketStream, node: Node, on_leave: Callable[[], None]
 ) -> None:
@@ -174,19 +231,27 @@ async def _serve_client(
     idle = _IdleGuard()
     async with stream, trio.open_nursery() as nursery:
         nursery.start_soon(idle.watch, nursery.cancel_scope, CLIENT_TIMEOUT_S)
+        pending = _Pending(io, idle, nursery)
         try:
             while True:
                 if b"\n" not in buf:
-                    idle.since = trio.current_time()
+                    # Waiting for a request; not while an answer is owed (no time limit).
+                    idle.since = None if pending.owed else trio.current_time()
+                    pending.reading = True
                     while b"\n" not in buf:
                         if len(buf) > REQUEST_BYTES_MAX:
+                            if pending.owed:
+                                await pending.answered.wait()
                             await io.send_all(b'{"ok": false, "error": "request too long"}\n')
                             return
                         chunk = await io.receive_some(REQUEST_BYTES_MAX)
                         if not chunk:
                             return
                         buf += chunk
+                    pending.reading = False
                     idle.since = None
+                if pending.owed:  # answers go in request order
+                    await pending.answered.wait()
                 line, _, rest = bytes(buf).partition(b"\n")
                 buf = bytearray(rest)
                 try:
@@ -194,7 +259,16 @@ async def _serve_client(
                 except ValueError:
                     answer: dict[str, Any] = {"ok": False, "error": "request is not valid JSON"}
                 else:
-                    extra = EXTRA_OPS.get(str(req.get("op"))) if isinstance(req, dict) else None
+                    op = str(req.get("op")) if isinstance(req, dict) else None
+                    nowait = NOWAIT_OPS.get(op) if op is not None else None
+                    if nowait is not None:
+                        pending.start()
+                        try:
+                            nowait(node, req, pending.reply)
+                        except (MeshError, ValueError, TypeError) as exc:
+                            pending.reply({"ok": False, "error": str(exc) or type(exc).__name__})
+                        continue
+                    extra = EXTRA_OPS.get(op) if op is not None else None
                     if extra is not None:  # an op of another CLI module (see EXTRA_OPS)
                         answer = await extra(node, req, io.send_all)
                         if answer is None:

@@ -19,9 +19,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..errors import ConfigError, MeshError
+from ..errors import ConfigError, LocalProtocolError, MeshError
+from ..kv import Completed
 from ..runtime._storage import SYNC_MODES
-from ._control import EXTRA_OPS, ControlError, request_sync
+from ._control import EXTRA_OPS, NOWAIT_OPS, ControlError, request_sync
 from ._members import _add_target, control_path_from_args
 
 __all__ = ["register", "KV_OPS", "SYNC_MODES", "service_config"]
@@ -56,22 +57,6 @@ def _level(req: dict[str, Any]) -> str:
     if level not in LEVELS:
         raise ValueError(f"consistency must be one of {', '.join(LEVELS)}")
     return str(level)
-
-
-async def _op_put(node: Any, req: dict[str, Any], send: Send) -> dict[str, Any]:
-    stamp = await node.kv.put(req.get("namespace"), _b64(req, "key_b64"), _b64(req, "value_b64", empty=True),
-                              consistency=_level(req))
-    return {"ok": True, "stamp_us": stamp.physical_us}
-
-
-async def _op_get(node: Any, req: dict[str, Any], send: Send) -> dict[str, Any]:
-    value = await node.kv.get(req.get("namespace"), _b64(req, "key_b64"), consistency=_level(req))
-    return {"ok": True, "found": value is not None, "value_b64": None if value is None else _enc(value)}
-
-
-async def _op_del(node: Any, req: dict[str, Any], send: Send) -> dict[str, Any]:
-    await node.kv.delete(req.get("namespace"), _b64(req, "key_b64"), consistency=_level(req))
-    return {"ok": True}
 
 
 async def _op_ls(node: Any, req: dict[str, Any], send: Send) -> dict[str, Any]:
@@ -126,21 +111,60 @@ def _ns_json(ns: Any) -> dict[str, Any]:
     return {"name": ns.name, "replicas": ns.replicas, "regions": list(ns.regions)}
 
 
+def _error(exc: BaseException) -> dict[str, Any]:
+    return {"ok": False, "error": str(exc) or type(exc).__name__}
+
+
 def _guarded(fn: Callable[[Any, dict[str, Any], Send], Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def run(node: Any, req: dict[str, Any], send: Send) -> Any:
         try:
             return await fn(node, req, send)
         except (MeshError, ValueError, TypeError) as exc:
-            return {"ok": False, "error": str(exc) or type(exc).__name__}
+            return _error(exc)
 
     return run
 
 
 KV_OPS = {
-    "kv.put": _op_put, "kv.get": _op_get, "kv.del": _op_del, "kv.ls": _op_ls, "kv.watch": _op_watch,
+    "kv.ls": _op_ls, "kv.watch": _op_watch,
     "kv.stats": _op_stats, "kv.local": _op_local, "namespace.create": _op_ns_create, "namespace.list": _op_ns_list,
 }
 EXTRA_OPS.update({op: _guarded(fn) for op, fn in KV_OPS.items()})
+
+
+def _nowait_put(node: Any, req: dict[str, Any], reply: Callable[[dict[str, Any]], None]) -> None:
+    def done(c: Completed) -> None:
+        if c.error is not None or c.stamp is None:
+            reply(_error(c.error or LocalProtocolError("a write completed without a stamp")))
+        else:
+            reply({"ok": True, "stamp_us": c.stamp.physical_us})
+
+    node.kv.start("put", req.get("namespace"), _b64(req, "key_b64"), _b64(req, "value_b64", empty=True),
+                  consistency=_level(req), done=done)
+
+
+def _nowait_del(node: Any, req: dict[str, Any], reply: Callable[[dict[str, Any]], None]) -> None:
+    def done(c: Completed) -> None:
+        reply(_error(c.error) if c.error is not None else {"ok": True})
+
+    node.kv.start("delete", req.get("namespace"), _b64(req, "key_b64"), consistency=_level(req), done=done)
+
+
+def _nowait_get(node: Any, req: dict[str, Any], reply: Callable[[dict[str, Any]], None]) -> None:
+    def done(c: Completed) -> None:
+        if c.error is not None:
+            reply(_error(c.error))
+            return
+        value = None if c.record is None or c.record.is_tombstone else c.record.value
+        reply({"ok": True, "found": value is not None, "value_b64": None if value is None else _enc(value)})
+
+    node.kv.start("get", req.get("namespace"), _b64(req, "key_b64"), consistency=_level(req), done=done)
+
+
+# Point reads and writes are answered without a task waiting (the control socket's fast
+# path, NOWAIT_OPS): the connection's task goes back to reading, and the kv service's
+# completion writes the answer.
+NOWAIT_OPS.update({"kv.put": _nowait_put, "kv.get": _nowait_get, "kv.del": _nowait_del})
 
 
 CACHE_MB_MAX = 65536

@@ -36,7 +36,7 @@ import trio
 
 from .._types import Addr, NodeId
 from ..errors import ConfigError, LocalProtocolError, NamespaceError, RecordError
-from ..kv import VALUE_BYTES_MAX, Namespace, Stamp, as_key, encode_namespace
+from ..kv import VALUE_BYTES_MAX, Completed, Namespace, Stamp, as_key, encode_namespace
 from ..runtime._kv import KvService, KvServiceConfig, Watch, sites_and_region
 from ..runtime._kvstore import KvReader
 from ..runtime._security import MeshSecurity
@@ -149,6 +149,13 @@ def feed_member(service: KvService, m: Member, up: bool, security: Any = None, *
     service.member_up(m.node, (m.addr[0], port), site, region)
 
 
+def _check_value(value: object) -> None:
+    if type(value) is not bytes:
+        raise RecordError(f"a value is bytes, got {type(value).__name__}; encode it first")
+    if len(value) > VALUE_BYTES_MAX:
+        raise RecordError(f"a value is at most {VALUE_BYTES_MAX} bytes, got {len(value)}")
+
+
 class NodeKv:
     """The `node.kv` object (see the module docstring)."""
 
@@ -173,11 +180,17 @@ class NodeKv:
                   consistency: str = "quorum") -> Stamp:
         """Write `value` under `key`; returns the version written once `consistency` holds."""
         svc = self.service
-        if type(value) is not bytes:
-            raise RecordError(f"a value is bytes, got {type(value).__name__}; encode it first")
-        if len(value) > VALUE_BYTES_MAX:
-            raise RecordError(f"a value is at most {VALUE_BYTES_MAX} bytes, got {len(value)}")
+        _check_value(value)
         return await svc.put(namespace, key, value, consistency)
+
+    def start(self, op: str, namespace: str, key: bytes | str, value: bytes | None = None, *,
+              consistency: str = "quorum", done: Callable[[Completed], None]) -> None:
+        """`put`, `delete` or `get` (`op`) without awaiting it: `done(completed)` runs on the
+        trio thread once it finished (`completed.error` set if it failed; `.stamp` or
+        `.record` otherwise) and must not raise. Bad input raises here, as `put` does."""
+        if op == "put":
+            _check_value(value)
+        self.service.start(op, namespace, key, value, consistency=consistency, done=done)
 
     async def delete(self, namespace: str, key: bytes | str, *, consistency: str = "quorum") -> Stamp:
         return await self.service.delete(namespace, key, consistency)

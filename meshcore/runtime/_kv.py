@@ -295,6 +295,8 @@ class _Peer:
 class _Waiter:
     event: trio.Event = field(default_factory=trio.Event)
     result: Completed | None = None
+    #: For a request started with `KvService.start`: called with the outcome instead.
+    callback: Callable[[Completed], None] | None = None
 
 
 StreamWrapperFn = Callable[..., Awaitable[Any]]
@@ -513,6 +515,27 @@ class KvService:
             raise waiter.result.error
         return waiter.result
 
+    def start(self, op: str, namespace: str, key: bytes | str, value: bytes | None = None, *,
+              consistency: str = "quorum", done: Callable[[Completed], None]) -> None:
+        """Start a put, delete or get (`op`) without a task waiting for it: `done(completed)`
+        runs on the trio thread when it finishes (its `error` set if it failed) and must
+        not raise. Misuse raises here, as the awaitable calls do. (The control socket's
+        path: its connection task goes back to reading instead of waking for the answer.)"""
+        core = self._require()
+        now = self._now()
+        if op == "put":
+            if type(value) is not bytes:
+                raise RecordError(f"put() takes a bytes value, got {type(value).__name__}")
+            rid, effects = core.put(now, namespace, key, value, consistency)
+        elif op == "delete":
+            rid, effects = core.delete(now, namespace, key, consistency)
+        elif op == "get":
+            rid, effects = core.get(now, namespace, key, consistency)
+        else:
+            raise LocalProtocolError(f"start() runs put, delete or get, not {op!r:.40}")
+        self._waiters[rid] = _Waiter(callback=done)
+        self._perform(effects)
+
     async def put(self, namespace: str, key: bytes | str, value: bytes, consistency: str = "quorum") -> Stamp:
         core = self._require()
         rid, effects = core.put(self._now(), namespace, key, value, consistency)
@@ -599,7 +622,12 @@ class KvService:
                     self._timer_wakeup.set()  # only an earlier deadline needs the loop to wake
             elif t is Completed:
                 waiter = self._waiters.get(e.request_id)  # type: ignore[union-attr]
-                if waiter is not None:
+                if waiter is None:
+                    continue
+                if waiter.callback is not None:
+                    del self._waiters[e.request_id]  # type: ignore[union-attr]
+                    waiter.callback(e)  # type: ignore[arg-type]
+                else:
                     waiter.result = e  # type: ignore[assignment]
                     waiter.event.set()
             elif t is Persist:
