@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from meshcore.errors import ConsistencyError, LocalProtocolError, NamespaceError, RecordError
-from meshcore.kv import KvConfig
+from meshcore.kv import Completed, KvConfig
 from meshcore.node import Node, open_node
 from meshcore.node.testing import SecureCluster
 from meshcore.runtime._kv import KvService, KvServiceConfig
@@ -701,3 +701,37 @@ async def test_a_node_with_no_record_cache_reads_every_get_from_disk(tmp_path: P
         store = a.kv.statistics()["store"]
         assert store["cache_records"] == 0 and store["cache_hits"] == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_a_request_started_without_a_waiter_leaves_no_callback_behind_when_it_fails_to_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with kv_mesh(tmp_path, ["a", "b"]) as mesh:
+        a = mesh.nodes["a"]
+        await a.kv.create_namespace("n", replicas=2)
+        await wait_for_namespace(mesh, "n")
+        svc = a.kv.service
+        with pytest.raises(NamespaceError):  # misuse raises before anything is registered
+            a.kv.start("put", "nope", "k", b"v", done=lambda c: None)
+        with pytest.raises(LocalProtocolError):
+            a.kv.start("scan", "n", "k", done=lambda c: None)
+
+        def broken(effects: object) -> None:
+            raise RuntimeError("a bug while performing")
+
+        monkeypatch.setattr(svc, "_perform", broken)
+        with pytest.raises(RuntimeError):
+            a.kv.start("put", "n", "k", b"v", done=lambda c: None)
+        assert svc._waiters == {}
+        monkeypatch.undo()
+        got: list[Completed] = []
+        done = trio.Event()
+
+        def finished(c: Completed) -> None:
+            got.append(c)
+            done.set()
+
+        a.kv.start("put", "n", "k", b"v", consistency="all", done=finished)
+        with trio.fail_after(10):
+            await done.wait()
+        assert got[0].error is None and svc._waiters == {}
+        assert await mesh.nodes["b"].kv.get("n", "k", consistency="one") == b"v"

@@ -534,7 +534,11 @@ class KvService:
         else:
             raise LocalProtocolError(f"start() runs put, delete or get, not {op!r:.40}")
         self._waiters[rid] = _Waiter(callback=done)
-        self._perform(effects)
+        try:
+            self._perform(effects)
+        except BaseException:
+            self._waiters.pop(rid, None)  # as `_call` does: no callback left behind
+            raise
 
     async def put(self, namespace: str, key: bytes | str, value: bytes, consistency: str = "quorum") -> Stamp:
         core = self._require()
