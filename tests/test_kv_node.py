@@ -714,6 +714,15 @@ async def test_a_request_started_without_a_waiter_leaves_no_callback_behind_when
             a.kv.start("put", "nope", "k", b"v", done=lambda c: None)
         with pytest.raises(LocalProtocolError):
             a.kv.start("scan", "n", "k", done=lambda c: None)
+        from meshcore.kv import VALUE_BYTES_MAX
+
+        with pytest.raises(RecordError):
+            a.kv.start("put", "n", "k", "text", done=lambda c: None)  # type: ignore[arg-type]
+        with pytest.raises(RecordError):
+            a.kv.start("put", "n", "k", b"x" * (VALUE_BYTES_MAX + 1), done=lambda c: None)
+        with pytest.raises(RecordError):  # the service refuses a non-bytes value itself too
+            svc.start("put", "n", "k", None, done=lambda c: None)
+        assert await a.kv.get("n", "k", consistency="all") is None  # nothing of them was stored
 
         def broken(effects: object) -> None:
             raise RuntimeError("a bug while performing")

@@ -56,6 +56,11 @@ NOWAIT_OPS: dict[str, Callable[[Node, dict[str, Any], Callable[[dict[str, Any]],
 UNIX_PATH_BYTES_MAX = 107
 
 
+def error_answer(exc: BaseException) -> dict[str, Any]:
+    """The answer to a request that failed with `exc`."""
+    return {"ok": False, "error": str(exc) or type(exc).__name__}
+
+
 class ControlError(Exception):
     """The control socket could not be reached or answered badly."""
 
@@ -266,7 +271,7 @@ async def _serve_client(
                         try:
                             nowait(node, req, pending.reply)
                         except (MeshError, ValueError, TypeError) as exc:
-                            pending.reply({"ok": False, "error": str(exc) or type(exc).__name__})
+                            pending.reply(error_answer(exc))
                         continue
                     extra = EXTRA_OPS.get(op) if op is not None else None
                     if extra is not None:  # an op of another CLI module (see EXTRA_OPS)

@@ -23,6 +23,7 @@ from ..errors import ConfigError, LocalProtocolError, MeshError
 from ..kv import Completed
 from ..runtime._storage import SYNC_MODES
 from ._control import EXTRA_OPS, NOWAIT_OPS, ControlError, request_sync
+from ._control import error_answer as _error
 from ._members import _add_target, control_path_from_args
 
 __all__ = ["register", "KV_OPS", "SYNC_MODES", "service_config"]
@@ -109,10 +110,6 @@ async def _op_ns_list(node: Any, req: dict[str, Any], send: Send) -> dict[str, A
 
 def _ns_json(ns: Any) -> dict[str, Any]:
     return {"name": ns.name, "replicas": ns.replicas, "regions": list(ns.regions)}
-
-
-def _error(exc: BaseException) -> dict[str, Any]:
-    return {"ok": False, "error": str(exc) or type(exc).__name__}
 
 
 def _guarded(fn: Callable[[Any, dict[str, Any], Send], Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

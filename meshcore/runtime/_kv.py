@@ -524,9 +524,7 @@ class KvService:
         core = self._require()
         now = self._now()
         if op == "put":
-            if type(value) is not bytes:
-                raise RecordError(f"put() takes a bytes value, got {type(value).__name__}")
-            rid, effects = core.put(now, namespace, key, value, consistency)
+            rid, effects = core.put(now, namespace, key, value, consistency)  # type: ignore[arg-type]
         elif op == "delete":
             rid, effects = core.delete(now, namespace, key, consistency)
         elif op == "get":
@@ -857,14 +855,14 @@ class KvService:
             try:
                 while peer.queue:
                     if not nowait(self._batch(peer, peer.queue.popleft())):
-                        peer.slow = True  # the rest of that frame is held by the link
-                        self._wake_peer_task(peer)
+                        self._wake_peer_task(peer)  # the link holds the rest of that frame
                         break
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, MeshError):
-                peer.slow = peer.broken = True
+                peer.broken = True
                 self._wake_peer_task(peer)
 
     def _wake_peer_task(self, peer: _Peer) -> None:
+        """Hand sending to the peer's own task (start it if needed)."""
         peer.slow = True
         if peer.task_running:
             peer.wakeup.set()
