@@ -36,7 +36,9 @@ shared machine falls on both; each figure sums its slices, and `*_vs_etcd_min/ma
 the spread of the per-round ratios.
 
 `--vs-code DIR`: a second cluster of `--nodes` agents runs the meshcore package in DIR (a
-checkout of another commit); its quorum puts are interleaved with ours the same way
+checkout of another commit); `--vs-python PATH` runs that cluster with another interpreter
+(a venv's python holding the dependencies; with no `--vs-code`, on this checkout's code),
+to compare CPython builds. Its quorum puts are interleaved with ours the same way
 (`put_quorum_vs_code`, per-round min/max, and `put_quorum_cpu_vs_code`, the ratio of CPU
 per put); `--vs-code-phases put_quorum,get_one` compares those phases instead (metrics named
 after each): how a change moves the figure, measured on the same machine at the same time.
@@ -55,11 +57,13 @@ import base64
 import json
 import math
 import os
+import platform
 import random
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -94,6 +98,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vs-code", type=Path, metavar="DIR",
                    help="also run --nodes agents from the meshcore package in DIR (another checkout, "
                         "e.g. `git worktree add DIR COMMIT`) and interleave its quorum puts with ours")
+    p.add_argument("--vs-python", metavar="PATH",
+                   help="run the --vs-code cluster (or, without --vs-code, a second cluster of this code) "
+                        "with this interpreter instead of the one running the benchmark")
     p.add_argument("--vs-code-phases", default="put_quorum", metavar="PHASES",
                    help="with --vs-code: the phases to compare, comma-separated (put_one, get_one, ...); "
                         "before a get phase both clusters get every key written once")
@@ -367,9 +374,9 @@ def _record_ratio(metrics: dict[str, Any], key: str, mine: Tally, other: Tally, 
 
 
 def _start_agents(args: argparse.Namespace, work: Path, agents: list[AgentProcess],
-                  code: Path | None = None) -> None:
+                  code: Path | None = None, python: str | None = None) -> None:
     """Start the agents into `agents` (the caller kills them, even if this fails midway);
-    `code`: from the meshcore package in that directory."""
+    `code`: from the meshcore package in that directory; `python`: with that interpreter."""
     names = [f"n{i}" for i in range(args.nodes)]
     work.mkdir(parents=True, exist_ok=True)
     creds = work / "creds"
@@ -380,7 +387,7 @@ def _start_agents(args: argparse.Namespace, work: Path, agents: list[AgentProces
                          extra=["--data-dir", str(work / f"data-{name}"), "--site", f"s{i}", "--region", "r1",
                                 # Any free kv port: the default (SWIM port + 1) can be taken by
                                 # another process's ephemeral port and fail the start.
-                                "--kv-port", "0", "--kv-sync", args.sync], code=code)
+                                "--kv-port", "0", "--kv-sync", args.sync], code=code, python=python)
         agents.append(a)  # before start(): a failed start is still reaped by the caller
         a.start(timeout_s=30.0)
     _wait_sync(lambda: all(int(a.request("kv.stats")["kv"]["peers"]) == args.nodes - 1 for a in agents),
@@ -695,13 +702,29 @@ async def _etcd_ready(port: int) -> None:
 # --- entry point --------------------------------------------------------------------------
 
 
+def _check_python(path: str) -> None:
+    """`--vs-python`: an interpreter that can run an agent (3.11+, the dependencies)."""
+    probe = "import sys, trio, nacl, cbor2, blake3, sortedcontainers, cryptography; sys.exit(sys.version_info < (3, 11))"
+    try:
+        ok = subprocess.run([path, "-c", probe], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        raise SystemExit(f"--vs-python {path}: not a Python >= 3.11 with meshcore's dependencies installed "
+                         "(make a venv from it and `pip install -e .` there)")
+
+
 def run(args: argparse.Namespace) -> None:
     if args.rounds < 1 or args.seconds <= 0:
         raise SystemExit("--rounds must be >= 1 and --seconds > 0")
+    if args.vs_python is not None and args.vs_code is None:
+        args.vs_code = Path(__file__).resolve().parent.parent  # this checkout, another interpreter
     if args.vs_code is not None:
         _vs_code_phases(args)  # a bad list fails before anything starts
     if args.vs_code is not None and not (args.vs_code / "meshcore" / "__init__.py").is_file():
         raise SystemExit(f"--vs-code {args.vs_code}: no meshcore package there (want DIR/meshcore/__init__.py)")
+    if args.vs_python is not None:
+        _check_python(args.vs_python)
     metrics: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="meshcore-kv-bench-") as tmp:
         work = Path(tmp)
@@ -712,7 +735,8 @@ def run(args: argparse.Namespace) -> None:
             etcd_ports = _start_etcd(work, etcd, args.etcd_peers) if args.vs == "etcd" else []
             _start_agents(args, work, agents)
             if args.vs_code is not None:
-                _start_agents(args, work / "vs-code", base_agents, code=args.vs_code.resolve())
+                _start_agents(args, work / "vs-code", base_agents, code=args.vs_code.resolve(),
+                              python=args.vs_python)
             trio.run(_bench, args, agents, etcd, etcd_ports, base_agents, metrics)
             metrics["read_cache_hit_ratio"] = _cache_hit_ratio(agents)
             for a in base_agents:  # the later phases measure our agents alone
@@ -739,5 +763,6 @@ def run(args: argparse.Namespace) -> None:
               "keys": args.keys, "value_bytes": args.value_bytes, "vs": args.vs or "none",
               "etcd_peers": args.etcd_peers if args.vs else "none", "rounds": args.rounds,
               "vs_code": str(args.vs_code) if args.vs_code else "none",
-              "vs_code_phases": args.vs_code_phases if args.vs_code else "none"}
+              "vs_code_phases": args.vs_code_phases if args.vs_code else "none",
+              "python": f"{sys.executable} {platform.python_version()}", "vs_python": args.vs_python or "none"}
     emit("kv", params, {**summary, **metrics}, args.json)

@@ -44,18 +44,20 @@ class AgentProcess:
         insecure: bool = False,
         extra: list[str] | None = None,
         code: Path | None = None,
+        python: str | None = None,
     ) -> None:
         """`credentials`: a directory written by `make_throwaway_cluster(directory=...)`
         (or `SecureCluster`) holding NAME.key, NAME.cert and authority.pub. `code`: run the
         `meshcore` package of that directory (another checkout, for A/B benchmarks)
-        instead of the one this interpreter would import."""
+        instead of the one this interpreter would import. `python`: the interpreter to run
+        it with (default: this one)."""
         self.name = name
         self.code = code
         self.workdir = workdir
         self.control = workdir / f"{name}.sock"
         self.log_path = workdir / f"{name}.log"
         self._argv = [
-            sys.executable, "-m", "meshcore.cli", "agent",
+            python or sys.executable, "-m", "meshcore.cli", "agent",
             "--name", name, "--bind", bind, "--profile", profile,
             "--control", str(self.control), "--log-level", "warning",
         ]
