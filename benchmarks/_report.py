@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,8 +27,11 @@ def _fmt(value: Any) -> str:
 
 
 def emit(scenario: str, params: Mapping[str, Any], metrics: Mapping[str, Any], json_path: str | None) -> None:
-    """Write `{"scenario", "params", "metrics"}` to `json_path` (if given) and print a table."""
-    doc = {"scenario": scenario, "params": dict(params), "metrics": dict(metrics)}
+    """Write `{"scenario", "params", "metrics"}` to `json_path` (if given) and print a table.
+    `params` gains `python`: the interpreter that ran the scenario (and the agents it starts),
+    whose build the figures depend on."""
+    params = {**params, "python": f"{sys.executable} {platform.python_version()}"}
+    doc = {"scenario": scenario, "params": params, "metrics": dict(metrics)}
     if json_path:
         path = Path(json_path)
         if path.parent and not path.parent.exists():

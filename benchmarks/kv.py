@@ -57,13 +57,11 @@ import base64
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -764,5 +762,5 @@ def run(args: argparse.Namespace) -> None:
               "etcd_peers": args.etcd_peers if args.vs else "none", "rounds": args.rounds,
               "vs_code": str(args.vs_code) if args.vs_code else "none",
               "vs_code_phases": args.vs_code_phases if args.vs_code else "none",
-              "python": f"{sys.executable} {platform.python_version()}", "vs_python": args.vs_python or "none"}
+              "vs_python": args.vs_python or "none"}
     emit("kv", params, {**summary, **metrics}, args.json)

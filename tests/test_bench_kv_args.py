@@ -1,13 +1,16 @@
-"""The kv benchmark's argument checks (no processes started)."""
+"""The kv benchmark's argument checks and the reports' parameters (no processes started)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks._report import emit
 from benchmarks.kv import _check_python, _vs_code_phases
 from meshcore.cli._launch import AgentProcess
 
@@ -33,3 +36,10 @@ def test_vs_python_must_be_an_interpreter_with_the_dependencies(tmp_path: Path) 
 def test_an_agent_runs_with_the_interpreter_it_is_given(tmp_path: Path) -> None:
     assert AgentProcess("a", tmp_path)._argv[0] == sys.executable
     assert AgentProcess("a", tmp_path, python="/opt/py/bin/python")._argv[0] == "/opt/py/bin/python"
+
+
+def test_every_report_records_the_interpreter(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    emit("demo", {"n": 1}, {"x": 2.0}, str(tmp_path / "out.json"))
+    doc = json.loads((tmp_path / "out.json").read_text())
+    assert doc["params"] == {"n": 1, "python": f"{sys.executable} {platform.python_version()}"}
+    assert f"python={sys.executable}" in capsys.readouterr().out
