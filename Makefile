@@ -14,6 +14,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BASE := $(VENV)/.base
+# The compiled build of the hot modules (meshcore/_native.py): made again whenever a source
+# of the package changes; if it fails (no C compiler), everything runs as Python.
+NATIVE := meshcore/_native.sources
+SOURCES := $(shell find meshcore -name '*.py')
 
 .PHONY: demo test venv lint typecheck bench clean FORCE
 
@@ -30,11 +34,17 @@ $(STAMP): pyproject.toml $(BASE)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+$(NATIVE): $(STAMP) $(SOURCES)
+	$(PY) -m meshcore._native_build build || echo "meshcore: not compiled, running as Python"
+
+demo: $(NATIVE)
 	$(PY) -m meshcore.demo
 
-test: lint typecheck
+# The suite twice: on the compiled modules (what runs when they are built), then on their
+# sources (what runs without a C compiler, or with MESHCORE_PURE=1).
+test: lint typecheck $(NATIVE)
 	$(PY) -m pytest -q -p no:cacheprovider
+	MESHCORE_PURE=1 $(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
 	$(PY) -m ruff check meshcore benchmarks examples tests
@@ -43,8 +53,9 @@ typecheck: $(STAMP)
 	$(PY) -m mypy
 
 # make bench ARGS="kv --nodes 5 --vs etcd --json kv.json" (default: the list of scenarios)
-bench: $(STAMP)
+bench: $(NATIVE)
 	$(PY) -m benchmarks $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	test ! -x $(PY) || $(PY) -m meshcore._native_build clean
+	rm -rf $(VENV) build *.egg-info $(NATIVE)

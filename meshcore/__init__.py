@@ -2,6 +2,9 @@
 
 from typing import TYPE_CHECKING, Any
 
+# First: importing it chooses the compiled or the pure-Python modules (meshcore._native).
+from . import _native  # noqa: F401  # isort: skip
+
 from ._types import Addr, NodeId, node_id_from_public_key
 from .errors import (
     ConfigError,

@@ -132,12 +132,14 @@ class Coordinator:
 
     # --- writes -------------------------------------------------------------------------
 
-    def write(self, now: float, namespace: str, key: bytes | str, value: bytes | None,
-              level: Consistency | str) -> tuple[int, list[KvEffect]]:
-        """Start a put (value) or a delete (None). Raises on misuse; see the module doc."""
+    def write(self, now: float, namespace: object, key: object, value: object,
+              level: object) -> tuple[int, list[KvEffect]]:
+        """Start a put (value) or a delete (None). Raises on misuse; see the module doc.
+        (Parameters typed `object`: what a caller passes is checked here, with this
+        module's errors, also when it is compiled; see `meshcore._native`.)"""
         ns = self._view.namespace(namespace)
         k = as_key(key)
-        check_value(value)
+        value = check_value(value)
         lv = self._level(level)
         home = self._view.replicas(ns, k)  # PlacementError: nothing stamped, nothing sent
         rid = self._new_id()
@@ -254,8 +256,8 @@ class Coordinator:
         """Start a hand-off's confirmation of `record` (see the module doc)."""
         return self.read(now, namespace, record.key, Consistency.ALL, confirm=record.stamp)
 
-    def read(self, now: float, namespace: str, key: bytes | str,
-             level: Consistency | str, *, confirm: Stamp | None = None) -> tuple[int, list[KvEffect]]:
+    def read(self, now: float, namespace: object, key: object,
+             level: object, *, confirm: Stamp | None = None) -> tuple[int, list[KvEffect]]:
         """Start a get. Completes with the newest record (a tombstone means deleted)."""
         ns = self._view.namespace(namespace)
         k = as_key(key)

@@ -119,18 +119,18 @@ class KvCore:
 
     # --- client API ---------------------------------------------------------------------
 
-    def put(self, now: float, namespace: str, key: bytes | str, value: bytes,
-            consistency: Consistency | str = Consistency.QUORUM) -> tuple[int, list[KvEffect]]:
+    def put(self, now: float, namespace: object, key: object, value: object,
+            consistency: object = Consistency.QUORUM) -> tuple[int, list[KvEffect]]:
         if type(value) is not bytes:
             raise RecordError(f"put() takes a bytes value (use delete() to remove), got {type(value).__name__}")
         return self.coordinator.write(now, namespace, key, value, consistency)
 
-    def delete(self, now: float, namespace: str, key: bytes | str,
-               consistency: Consistency | str = Consistency.QUORUM) -> tuple[int, list[KvEffect]]:
+    def delete(self, now: float, namespace: object, key: object,
+               consistency: object = Consistency.QUORUM) -> tuple[int, list[KvEffect]]:
         return self.coordinator.write(now, namespace, key, None, consistency)
 
-    def get(self, now: float, namespace: str, key: bytes | str,
-            consistency: Consistency | str = Consistency.QUORUM) -> tuple[int, list[KvEffect]]:
+    def get(self, now: float, namespace: object, key: object,
+            consistency: object = Consistency.QUORUM) -> tuple[int, list[KvEffect]]:
         return self.coordinator.read(now, namespace, key, consistency)
 
     # --- range hand-off ---------------------------------------------------------------------

@@ -87,7 +87,6 @@ from ..kv import (
     Completed,
     DropHints,
     HeldHint,
-    KvConfig,
     KvCore,
     KvEffect,
     KvTimer,
@@ -109,8 +108,10 @@ from ..kv import (
 )
 from ..kv._messages import Repair
 from ._antientropy import AntiEntropyConfig, AntiEntropyDriver
+from ._kvconfig import KvServiceConfig
 from ._kvstore import KvReader, PeerReplica, VersionSnapshot
-from ._storage import SYNC_MODES, Store
+from ._storage import Store
+from ._watch import Change, Watch
 
 __all__ = ["KvServiceConfig", "KvService", "Change", "Watch", "UNSET_REGION"]
 
@@ -126,120 +127,6 @@ LOAD_BATCH_MAX = 2048
 _KINDS = ("kv", "ae", "scan", "ns")
 #: Timers fired in one round of the timer task before it lets the others run.
 _TIMERS_PER_ROUND_MAX = 1024
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KvServiceConfig:
-    core: KvConfig = field(default_factory=KvConfig)
-    connect_timeout_s: float = 5.0
-    reconnect_backoff_s: float = 0.5
-    outbox_messages_max: int = 10_000
-    watchers_max: int = 256
-    watch_buffer_max: int = 1024
-    scan_records_max: int = 100_000
-    hello_bytes_max: int = 64 * 1024
-    #: Queued kv messages to one peer travel together up to about this size.
-    batch_bytes_max: int = 1024 * 1024
-    rpc_timeout_s: float = 10.0
-    #: Anti-entropy: each namespace is reconciled with each co-replica (a node it shares
-    #: keys with, `Ring.co_replicas`) about this often.
-    ae_interval_s: float = 60.0
-    ae_bytes_per_s: float = 1024 * 1024
-    #: Sessions starting within this long of one read of a namespace's versions share it
-    #: (a ring change always makes a fresh one); longer for a big namespace, so that
-    #: reading and placing its keys takes at most ~5 % of the time (`snapshot_ttl_s`).
-    ae_snapshot_s: float = 5.0
-    #: Each node pulls the namespace definitions of a random peer about this often.
-    namespace_pull_s: float = 5.0
-    #: "full" survives power loss, "normal" only process crashes (see runtime._storage).
-    synchronous: str = "full"
-    #: The store's record cache (`Store.cached`), in MiB; 0: none.
-    cache_mb: int = 32
-    #: A timer may fire this much late, so that timers due close together (one request
-    #: timeout per request) are handled in one wake-up of the timer task.
-    timer_slack_s: float = 0.01
-    #: Range hand-off (module docstring): wait after a ring change, retry interval while
-    #: keys remain, hand-offs in flight at once, keys examined per read of the store.
-    handoff_settle_s: float = 2.0
-    handoff_interval_s: float = 30.0
-    #: A member that left (or stays down) this long is taken off the ring for good.
-    left_reclaim_s: float = 600.0
-    down_reclaim_s: float = 24 * 3600.0
-    handoff_concurrency: int = 16
-    handoff_page: int = 1000
-
-    def __post_init__(self) -> None:
-        for name in ("connect_timeout_s", "reconnect_backoff_s", "rpc_timeout_s", "ae_interval_s",
-                     "ae_bytes_per_s", "ae_snapshot_s", "namespace_pull_s", "handoff_settle_s", "handoff_interval_s",
-                     "left_reclaim_s", "down_reclaim_s"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
-                raise LocalProtocolError(f"{name} must be a number > 0, got {v!r:.40}")
-        if type(self.cache_mb) is not int or self.cache_mb < 0:
-            raise LocalProtocolError(f"cache_mb must be an int >= 0, got {self.cache_mb!r:.40}")
-        for name in ("outbox_messages_max", "watchers_max", "watch_buffer_max", "scan_records_max",
-                     "hello_bytes_max", "batch_bytes_max", "handoff_concurrency", "handoff_page"):
-            v = getattr(self, name)
-            if type(v) is not int or v < 1:
-                raise LocalProtocolError(f"{name} must be an int >= 1, got {v!r:.40}")
-        if self.synchronous not in SYNC_MODES:
-            raise LocalProtocolError("synchronous is 'full' or 'normal'")
-        v = self.timer_slack_s
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
-            raise LocalProtocolError(f"timer_slack_s must be a number in [0, 1], got {v!r:.40}")
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One record applied on this node: `value is None` means the key was deleted."""
-
-    namespace: str
-    key: bytes
-    value: bytes | None
-    stamp: Stamp
-
-
-class Watch:
-    """An async iterator of `Change`s (bounded; a slow consumer loses its oldest ones)."""
-
-    def __init__(self, service: KvService, namespace: str, prefix: bytes, buffer_max: int) -> None:
-        self._service = service
-        self.namespace = namespace
-        self.prefix = prefix
-        self._buffer: deque[Change] = deque()
-        self._buffer_max = buffer_max
-        self._wakeup = trio.Event()
-        self.dropped = 0
-        self.closed = False
-
-    def _offer(self, change: Change) -> None:
-        if len(self._buffer) >= self._buffer_max:
-            self._buffer.popleft()
-            self.dropped += 1
-        self._buffer.append(change)
-        self._wakeup.set()
-
-    def __aiter__(self) -> Watch:
-        return self
-
-    async def __anext__(self) -> Change:
-        while not self._buffer:
-            if self.closed:
-                raise StopAsyncIteration
-            self._wakeup = trio.Event()
-            await self._wakeup.wait()
-        return self._buffer.popleft()
-
-    def close(self) -> None:
-        self.closed = True
-        self._wakeup.set()
-        self._service._watchers.discard(self)
-
-    async def __aenter__(self) -> Watch:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
 
 
 def encode_hello(kind: str, node: bytes, body: Any = None) -> bytes:
@@ -515,8 +402,8 @@ class KvService:
             raise waiter.result.error
         return waiter.result
 
-    def start(self, op: str, namespace: str, key: bytes | str, value: bytes | None = None, *,
-              consistency: str = "quorum", done: Callable[[Completed], None]) -> None:
+    def start(self, op: object, namespace: object, key: object, value: object = None, *,
+              consistency: object = "quorum", done: Callable[[Completed], None]) -> None:
         """Start a put, delete or get (`op`) without a task waiting for it: `done(completed)`
         runs on the trio thread when it finishes (its `error` set if it failed) and must
         not raise. Misuse raises here, as the awaitable calls do. (The control socket's
@@ -524,7 +411,7 @@ class KvService:
         core = self._require()
         now = self._now()
         if op == "put":
-            rid, effects = core.put(now, namespace, key, value, consistency)  # type: ignore[arg-type]
+            rid, effects = core.put(now, namespace, key, value, consistency)
         elif op == "delete":
             rid, effects = core.delete(now, namespace, key, consistency)
         elif op == "get":
@@ -538,30 +425,31 @@ class KvService:
             self._waiters.pop(rid, None)  # as `_call` does: no callback left behind
             raise
 
-    async def put(self, namespace: str, key: bytes | str, value: bytes, consistency: str = "quorum") -> Stamp:
+    async def put(self, namespace: object, key: object, value: object, consistency: object = "quorum") -> Stamp:
         core = self._require()
         rid, effects = core.put(self._now(), namespace, key, value, consistency)
         done = await self._call(rid, effects)
         assert done.stamp is not None
         return done.stamp
 
-    async def delete(self, namespace: str, key: bytes | str, consistency: str = "quorum") -> Stamp:
+    async def delete(self, namespace: object, key: object, consistency: object = "quorum") -> Stamp:
         core = self._require()
         rid, effects = core.delete(self._now(), namespace, key, consistency)
         done = await self._call(rid, effects)
         assert done.stamp is not None
         return done.stamp
 
-    async def get_record(self, namespace: str, key: bytes | str, consistency: str = "quorum") -> Record | None:
+    async def get_record(self, namespace: object, key: object, consistency: object = "quorum") -> Record | None:
         core = self._require()
         rid, effects = core.get(self._now(), namespace, key, consistency)
         return (await self._call(rid, effects)).record
 
-    async def scan(self, namespace: str, prefix: bytes, limit: int) -> list[Record]:
+    async def scan(self, namespace_name: object, prefix: bytes, limit: int) -> list[Record]:
         """Newest visible record of every key with `prefix`, merged from every live replica
         holder (this node and each live kv peer), in key order, at most `limit` keys."""
         core = self._require()
-        ns = core.view.namespace(namespace)
+        ns = core.view.namespace(namespace_name)
+        namespace = ns.name
         best: dict[bytes, Record] = {}
 
         def fold(records: list[Record]) -> None:
@@ -588,18 +476,18 @@ class KvService:
         out = [best[k] for k in sorted(best) if not best[k].is_tombstone]
         return out[:limit]
 
-    def watch(self, namespace: str, prefix: bytes) -> Watch:
-        self._require().view.namespace(namespace)
+    def watch(self, namespace: object, prefix: bytes) -> Watch:
+        ns = self._require().view.namespace(namespace)
         if len(self._watchers) >= self.config.watchers_max:
             raise LocalProtocolError(f"at most {self.config.watchers_max} watchers; close one first")
-        w = Watch(self, namespace, prefix, self.config.watch_buffer_max)
+        w = Watch(self._watchers, ns.name, prefix, self.config.watch_buffer_max)
         self._watchers.add(w)
         return w
 
     def statistics(self) -> dict[str, Any]:
         core = self._require()
         s = core.statistics()
-        out: dict[str, Any] = {name: getattr(s, name) for name in s.__slots__}
+        out: dict[str, Any] = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)}
         out.update(self.counters)
         out["watch_dropped"] = self.counters["watch_dropped"] + sum(w.dropped for w in self._watchers)
         out["peers"] = len(self._peers)
