@@ -5,7 +5,8 @@ compiles `NATIVE_MODULES` in place with mypyc: an extension module beside each s
 one shared library (`meshcore/_compiled__mypyc*.so`). It records the hash of each source it
 compiled in `meshcore/_native.sources`. Those modules are the kv service and the kv cores'
 coordinator and replica sides, the link framing and the control socket: compiled, the
-agents spend about 0.9x the CPU per quorum put (README, Benchmarks). The record holds the
+agents spent x0.95-0.98 the CPU per quorum put and x0.89 per get at `one` (README,
+Benchmarks). The record holds the
 hash of every source of the package, not only of those compiled.
 
 `import meshcore` imports this module first, and its `activate()` keeps the compiled modules out (an import
