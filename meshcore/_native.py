@@ -2,28 +2,29 @@
 
 Every module works as plain Python. `python -m meshcore._native_build` (run by `make`)
 compiles `NATIVE_MODULES` in place with mypyc: an extension module beside each source, and
-one shared library (`meshcore/_compiled__mypyc*.so`). It records the hash of each source it
-compiled in `meshcore/_native.sources`. Those modules are the kv service and the kv cores'
-coordinator and replica sides, the link framing and the control socket: compiled, the
-agents spent x0.95-0.98 the CPU per quorum put and x0.89 per get at `one` (README,
-Benchmarks). The record holds the
-hash of every source of the package, not only of those compiled.
+one shared library (`meshcore/_compiled__mypyc*.so`). Those modules are the kv service, the
+kv cores' coordinator and replica sides, the link framing and the control socket; compiled,
+the agents spent x0.95-0.98 the CPU per quorum put and x0.89 per get at `one` (README,
+Benchmarks). The build records, in `meshcore/_native.sources`, the hash of every source of
+the package (compiled code also depends on what it imports: mypyc may inline another
+module's constants) and the interpreter it was made for.
 
-`import meshcore` imports this module first, and its `activate()` keeps the compiled modules out (an import
-hook that loads their sources instead) when
-- `MESHCORE_PURE=1` is in the environment (to run or test the pure-Python path), or
-- a source of the package changed since the build, or the record is missing or says the
-  build failed
-  (with a warning in the first two cases: run `make` to compile again).
-`status()` says which path is in use. `python -m meshcore._native_build clean` removes the
-build, `... status` says what an import would use.
+`import meshcore` imports this module first. Its `activate()` keeps the compiled modules out
+(an import hook loads their `.py` files instead) when
+- `MESHCORE_PURE=1` is in the environment (to run or test the pure-Python path);
+- a source changed since the build, or the record is missing, damaged or made for another
+  interpreter: with a warning, run `make` to compile again;
+- the record says the build failed (no C compiler, say).
+`status()` says which path is in use; `python -m meshcore._native_build status` says what an
+import would use, `... clean` removes the build.
 
-What the modules compiled must keep: a parameter that takes a caller's value is typed
+What the compiled modules must keep: a parameter that takes a caller's value is typed
 `object` and checked in the code (mypyc checks declared types itself, with a `TypeError`,
-and turns a `bool` into an `int` or a `float` for a parameter typed so), so a bad value
-gets the same error compiled or not; classes and settings that users build (the kv
-service's `KvServiceConfig`, `Watch`, records, messages) stay in plain modules. Compiled
-classes take no attributes but their own (tests cannot monkeypatch their methods).
+and turns a `bool` into an `int` or a `float` for a parameter typed so), so that a bad value
+gets the same error compiled or not; classes and settings that users build or that check
+what peers send (`KvServiceConfig`, `Watch`, records, stamps, messages, codecs) stay in
+plain modules. Compiled classes take no attributes but their own, so tests cannot
+monkeypatch their methods.
 """
 
 from __future__ import annotations
