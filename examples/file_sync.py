@@ -402,11 +402,13 @@ SITES = ["toulouse", "albi", "nimes"]
 
 
 async def _wait(what: str, cond: Any, timeout_s: float = 30.0) -> float:
+    """Seconds until `cond()` holds; a clear error naming `what` after `timeout_s`."""
     t0 = time.monotonic()
-    with trio.fail_after(timeout_s):
+    with trio.move_on_after(timeout_s):
         while not cond():
             await trio.sleep(0.05)
-    return time.monotonic() - t0
+        return time.monotonic() - t0
+    raise RuntimeError(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
 def _same(folders: dict[str, Path], rel: str, data: bytes | None, sites: list[str]) -> bool:

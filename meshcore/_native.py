@@ -71,10 +71,11 @@ def _digest(path: Path) -> str:
 
 def _built(package: Path = PACKAGE) -> list[Path]:
     """The extension modules of a build lying in `package` (any interpreter's)."""
-    names = [package.glob("_compiled__mypyc*")]
-    names += [_source(m, package).parent.glob(_source(m, package).stem + ".*.so") for m in NATIVE_MODULES]
-    names += [_source(m, package).parent.glob(_source(m, package).stem + ".*.pyd") for m in NATIVE_MODULES]
-    return sorted(p for g in names for p in g)
+    found = list(package.glob("_compiled__mypyc*"))
+    for module in NATIVE_MODULES:
+        src = _source(module, package)
+        found += [p for p in src.parent.glob(src.stem + ".*") if p.suffix in (".so", ".pyd")]
+    return sorted(found)
 
 
 def sources(package: Path = PACKAGE) -> dict[str, str]:
