@@ -3,9 +3,9 @@
 Every module works as plain Python. `python -m meshcore._native_build` (run by `make`)
 compiles `NATIVE_MODULES` in place with mypyc: an extension module beside each source, and
 one shared library (`meshcore/_compiled__mypyc*.so`). Those modules are the kv service, the
-kv cores' coordinator and replica sides, the link framing and the control socket; compiled,
-the agents spent x0.95-0.98 the CPU per quorum put and x0.89 per get at `one` (README,
-Benchmarks). The build records, in `meshcore/_native.sources`, the hash of every source of
+kv cores' coordinator and replica sides, their records, stamps, clock and messages, the
+record cache, the link framing and sealing, and the control socket (README, Benchmarks,
+gives what it saves). The build records, in `meshcore/_native.sources`, the hash of every source of
 the package (compiled code also depends on what it imports: mypyc may inline another
 module's constants) and the interpreter it was made for.
 
@@ -20,10 +20,13 @@ import would use, `... clean` removes the build.
 
 What the compiled modules must keep: a parameter that takes a caller's value is typed
 `object` and checked in the code (mypyc checks declared types itself, with a `TypeError`,
-and turns a `bool` into an `int` or a `float` for a parameter typed so), so that a bad value
-gets the same error compiled or not; classes and settings that users build or that check
-what peers send (`KvServiceConfig`, `Watch`, records, stamps, messages, codecs) stay in
-plain modules. Compiled classes take no attributes but their own, so tests cannot
+and turns a `bool` into an `int` or a `float` for a parameter or field typed so), so that a
+bad value gets the same error compiled or not. Settings that users build (`KvServiceConfig`,
+`KvConfig`, namespaces, `Watch`) and the membership codec stay in plain modules. Compiled
+dataclasses that carry what peers send (kv messages, `Record`, `Stamp`) keep their typed
+fields: their decoders check each field's type before constructing one (an id that is
+`true` is refused, not read as 1), and `decode_envelope` turns a `TypeError` into a
+`DecodeError`. Compiled classes take no attributes but their own, so tests cannot
 monkeypatch their methods.
 """
 
@@ -43,6 +46,11 @@ from pathlib import Path
 __all__ = ["NATIVE_MODULES", "activate", "status", "decide"]
 
 NATIVE_MODULES: tuple[str, ...] = (
+    "meshcore.kv._hlc",
+    "meshcore.kv._record",
+    "meshcore.kv._messages",
+    "meshcore.runtime._recordcache",
+    "meshcore.security._aead",
     "meshcore.kv._view",
     "meshcore.kv._placement",
     "meshcore.kv._replica",
@@ -70,12 +78,22 @@ def _digest(path: Path) -> str:
 
 
 def _built(package: Path = PACKAGE) -> list[Path]:
-    """The extension modules of a build lying in `package` (any interpreter's)."""
-    found = list(package.glob("_compiled__mypyc*"))
-    for module in NATIVE_MODULES:
-        src = _source(module, package)
-        found += [p for p in src.parent.glob(src.stem + ".*") if p.suffix in (".so", ".pyd")]
-    return sorted(found)
+    """Every extension module lying in `package` (any build's, any interpreter's): the
+    package ships none of its own, so each is a compiled module, perhaps of an older list."""
+    return sorted(p for p in package.rglob("*") if p.suffix in (".so", ".pyd"))
+
+
+def _module_of(path: Path, package: Path) -> str:
+    """'meshcore.kv._record' for `kv/_record.cpython-311-x86_64-linux-gnu.so`."""
+    parts = path.relative_to(package).parts
+    return ".".join(("meshcore", *parts[:-1], parts[-1].split(".")[0]))
+
+
+def _stray(package: Path = PACKAGE) -> list[str]:
+    """Compiled modules beside a source that this build does not list (left by a build of
+    an older `NATIVE_MODULES`): Python would import them in place of their `.py` files."""
+    return sorted(m for m in (_module_of(p, package) for p in _built(package))
+                  if m not in NATIVE_MODULES and not m.startswith("meshcore._compiled__mypyc"))
 
 
 def sources(package: Path = PACKAGE) -> dict[str, str]:
@@ -115,18 +133,23 @@ def decide(package: Path, environ: Mapping[str, str]) -> tuple[bool, str]:
     if changed:
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
         return False, f"pure (changed since the build: {', '.join(changed[:3])}{more}; run make)"
+    stray = _stray(package)
+    if stray:
+        return False, f"pure (compiled modules outside this build: {', '.join(stray[:3])}; run make)"
     return True, "compiled"
 
 
 class _SourcesFirst(importlib.abc.MetaPathFinder):
-    """Loads the listed modules from their `.py` files, whatever else lies beside them."""
+    """Loads the listed modules (and any stray compiled one) from their `.py` files,
+    whatever else lies beside them."""
 
     def __init__(self, package: Path) -> None:
         self.package = package
+        self.modules = frozenset(NATIVE_MODULES) | {m for m in _stray(package) if _source(m, package).is_file()}
 
     def find_spec(self, fullname: str, path: Sequence[str] | None,
                   target: object = None) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in NATIVE_MODULES:
+        if fullname not in self.modules:
             return None
         return importlib.util.spec_from_file_location(fullname, _source(fullname, self.package))
 

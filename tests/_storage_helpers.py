@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from meshcore.kv import Namespace, Record, Stamp
+from meshcore.kv import Namespace, Record, Stamp, as_key
 from meshcore.runtime._storage import Store, open_store
 
 A, B, C = (bytes([i]) * 16 for i in (1, 2, 3))
@@ -15,7 +15,7 @@ NS = Namespace(name="photos", replicas=2, regions=("occitanie",))
 
 
 def rec(key: bytes | str, value: bytes | None, us: int, node: bytes = A) -> Record:
-    return Record(key, value, Stamp(us, 0, node))
+    return Record(as_key(key), value, Stamp(us, 0, node))
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from meshcore.kv import (
     Stamp,
     TombstoneAck,
     as_key,
+    check_value,
     may_purge,
     merge,
     missing_acks,
@@ -28,7 +29,7 @@ def st_(us: int, c: int = 0, node: bytes = A) -> Stamp:
 
 
 def test_str_keys_are_their_utf8_bytes() -> None:
-    assert as_key("clé") == "clé".encode() and Record("k", b"v", st_(1)).key == b"k"
+    assert as_key("clé") == "clé".encode() and as_key(b"k") == b"k"
 
 
 @pytest.mark.parametrize(
@@ -36,25 +37,41 @@ def test_str_keys_are_their_utf8_bytes() -> None:
     [
         (b"", b"v", "1 to 1024 bytes"),
         (b"k" * (KEY_BYTES_MAX + 1), b"v", "1 to 1024 bytes"),
-        (1, b"v", "bytes or str, got int"),
-        (b"k", "text", "a value is bytes"),
-        (b"k", bytearray(b"v"), "a value is bytes"),
         (b"k", b"x" * (VALUE_BYTES_MAX + 1), "at most 1048576 bytes"),
     ],
 )
-def test_bad_keys_and_values_raise_record_error(key: object, value: object, match: str) -> None:
+def test_keys_and_values_out_of_bounds_raise_record_error(key: bytes, value: bytes, match: str) -> None:
     with pytest.raises(RecordError, match=match) as info:
-        Record(key, value, st_(1))  # type: ignore[arg-type]
+        Record(key, value, st_(1))
     assert isinstance(info.value, LocalProtocolError)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        (1, b"v", "got int"),
+        ("k", b"v", "got str"),
+        (b"k", "text", "got str"),
+        (b"k", bytearray(b"v"), "got bytearray"),
+        (b"k", b"v", "got tuple"),  # the stamp below is a tuple
+    ],
+)
+def test_fields_of_the_wrong_type_are_refused_compiled_or_not(key: object, value: object, match: str) -> None:
+    stamp: object = (1, 0, A) if match == "got tuple" else st_(1)
+    # RecordError in pure Python, TypeError compiled (mypyc checks the field types first).
+    with pytest.raises((RecordError, TypeError), match=match):
+        Record(key, value, stamp)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("key", "value"), [(1, b"v"), (b"k", "text"), (b"k", 3), (b"", b"v")])
+def test_the_api_checks_give_record_error_for_any_bad_key_or_value(key: object, value: object) -> None:
+    with pytest.raises(RecordError):
+        as_key(key)
+        check_value(value)
 
 
 def test_a_one_mebibyte_value_is_accepted() -> None:
     assert Record(b"k", b"x" * VALUE_BYTES_MAX, st_(1)).size_bytes() > VALUE_BYTES_MAX
-
-
-def test_stamp_must_be_a_stamp() -> None:
-    with pytest.raises(RecordError, match="Stamp"):
-        Record(b"k", b"v", (1, 0, A))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

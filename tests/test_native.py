@@ -12,7 +12,7 @@ import pytest
 
 import meshcore
 import meshcore.runtime._kv
-from meshcore._native import NATIVE_MODULES, PACKAGE, _source, decide, sources
+from meshcore._native import NATIVE_MODULES, PACKAGE, _source, _SourcesFirst, decide, sources
 
 
 def fake_package(tmp_path: Path) -> Path:
@@ -67,6 +67,23 @@ def test_a_missing_failed_foreign_or_damaged_record_means_pure(tmp_path: Path) -
         record.write_text(bad)
         use, why = decide(pkg, {})
         assert not use and "run make" in why
+
+
+def test_a_compiled_module_the_build_no_longer_lists_is_refused_and_bypassed(tmp_path: Path) -> None:
+    pkg = fake_package(tmp_path)
+    (pkg / "kv").mkdir(exist_ok=True)
+    (pkg / "kv" / "_old.py").write_text("")
+    record = {"sources": sources(pkg), "cache_tag": sys.implementation.cache_tag}
+    (pkg / "_native.sources").write_text(json.dumps(record))
+    assert decide(pkg, {})[0]
+    (pkg / "kv" / "_old.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")  # an older build's
+    (pkg / "_compiled__mypyc.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")  # this build's
+    use, why = decide(pkg, {})
+    assert not use and "outside this build: meshcore.kv._old; run make" in why
+    finder = _SourcesFirst(pkg)
+    spec = finder.find_spec("meshcore.kv._old", None)
+    assert spec is not None and spec.origin == str(pkg / "kv" / "_old.py")
+    assert finder.find_spec("meshcore.other", None) is None
 
 
 def test_the_modules_in_use_are_the_ones_the_status_names() -> None:

@@ -67,7 +67,7 @@ class Stamp:
         return _HEAD.pack(self.physical_us, self.logical) + self.node
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Stamp:
+    def from_bytes(cls, data: object) -> Stamp:
         """Decode `to_bytes` output; anything else raises `DecodeError`."""
         if type(data) is not bytes or len(data) != STAMP_BYTES:
             raise DecodeError(f"a stamp is {STAMP_BYTES} bytes, got {data!r:.40}")
@@ -85,7 +85,8 @@ class HLC:
 
     __slots__ = ("_node", "_max_skew_us", "_l", "_c")
 
-    def __init__(self, node_id: bytes, max_skew_s: float, *, last: Stamp | None = None) -> None:
+    def __init__(self, node_id: object, max_skew_s: object, *, last: Stamp | None = None) -> None:
+        # Typed `object`: compiled, a declared `float` would turn True into 1.0 unchecked.
         if type(node_id) is not bytes or len(node_id) != NODE_ID_BYTES:
             raise LocalProtocolError(f"node_id must be a {NODE_ID_BYTES}-byte node id")
         if not isinstance(max_skew_s, (int, float)) or isinstance(max_skew_s, bool) or not max_skew_s > 0:

@@ -331,16 +331,23 @@ def _status_of(v: Any) -> Status:
     return st
 
 
+def _id(v: Any) -> int:
+    # Checked before the constructor: compiled, an `int` field takes `true` as 1 unchecked.
+    if type(v) is not int:
+        raise DecodeError(f"an id is an int, got {v!r:.20}")
+    return v
+
+
 _DECODERS: dict[int, tuple[int, Callable[[list[Any]], KvMessage]]] = {
-    _WRITE: (7, lambda f: Write(request_id=f[0], coordinator=f[1], namespace=f[2], key=f[3],
+    _WRITE: (7, lambda f: Write(request_id=_id(f[0]), coordinator=f[1], namespace=f[2], key=f[3],
                                 stamp=_st(f[4]), value=f[5], hint_for=f[6])),
-    _WRITE_ACK: (4, lambda f: WriteAck(request_id=f[0], sender=f[1], status=_status_of(f[2]), detail=f[3])),
-    _READ: (4, lambda f: Read(request_id=f[0], coordinator=f[1], namespace=f[2], key=f[3])),
-    _READ_REPLY: (5, lambda f: ReadReply(request_id=f[0], sender=f[1], status=_status_of(f[2]),
+    _WRITE_ACK: (4, lambda f: WriteAck(request_id=_id(f[0]), sender=f[1], status=_status_of(f[2]), detail=f[3])),
+    _READ: (4, lambda f: Read(request_id=_id(f[0]), coordinator=f[1], namespace=f[2], key=f[3])),
+    _READ_REPLY: (5, lambda f: ReadReply(request_id=_id(f[0]), sender=f[1], status=_status_of(f[2]),
                                          stamp=_opt_st(f[3]), value=f[4])),
-    _HINT: (6, lambda f: HintDelivery(hint_id=f[0], sender=f[1], namespace=f[2], key=f[3],
+    _HINT: (6, lambda f: HintDelivery(hint_id=_id(f[0]), sender=f[1], namespace=f[2], key=f[3],
                                       stamp=_st(f[4]), value=f[5])),
-    _HINT_ACK: (4, lambda f: HintAck(hint_id=f[0], sender=f[1], status=_status_of(f[2]), detail=f[3])),
+    _HINT_ACK: (4, lambda f: HintAck(hint_id=_id(f[0]), sender=f[1], status=_status_of(f[2]), detail=f[3])),
     _REPAIR: (5, lambda f: Repair(sender=f[0], namespace=f[1], key=f[2], stamp=_st(f[3]), value=f[4])),
     _TOMB_ACK: (5, lambda f: TombstoneAckMsg(sender=f[0], namespace=f[1], key=f[2], stamp=_st(f[3]), echo=f[4])),
 }

@@ -1,9 +1,16 @@
 """Records and the last-writer-wins merge rule.
 
 A `Record` is one version of one key: a value (bytes) or a tombstone (`value is None`),
-with the HLC `Stamp` of its write. Keys are bytes; a str key is its UTF-8 encoding (so
-``"a"`` and ``b"a"`` are the same key). Limits: keys up to `KEY_BYTES_MAX`, values up to
-`VALUE_BYTES_MAX` (1 MiB).
+with the HLC `Stamp` of its write. Keys are bytes; at the API a str key is its UTF-8
+encoding (`as_key`: ``"a"`` and ``b"a"`` are the same key). Limits: keys up to
+`KEY_BYTES_MAX`, values up to `VALUE_BYTES_MAX` (1 MiB).
+
+`Record(key, value, stamp)` takes its fields as they are stored: a key that is not bytes, a
+value that is not bytes or None, a stamp that is not a `Stamp` is refused with `RecordError`
+in pure Python and with `TypeError` when this module is compiled (mypyc checks the declared
+field types before `__post_init__` runs); a key or value out of bounds is a `RecordError`
+either way. Callers building records from outside input (`as_key`, `check_value` first, or
+catching both) get the same outcome on both paths.
 
 Merge (`merge`, `newer`): the greater stamp wins. Two records with equal stamps come from
 the same writer at the same instant and should be equal; if a bug or a hostile peer makes
@@ -58,7 +65,9 @@ class Record:
     stamp: Stamp
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", as_key(self.key))
+        if type(self.key) is not bytes:
+            raise RecordError(f"a record's key is bytes (as_key converts a str), got {type(self.key).__name__}")
+        as_key(self.key)
         check_value(self.value)
         if type(self.stamp) is not Stamp:
             raise RecordError(f"stamp must be a Stamp, got {type(self.stamp).__name__}")

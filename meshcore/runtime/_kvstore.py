@@ -121,7 +121,7 @@ class KvReader:
 def _record(key: bytes, stamp: bytes, value: bytes | None) -> Record:
     try:
         return Record(key, value, Stamp.from_bytes(stamp))
-    except (DecodeError, ValueError) as exc:
+    except (DecodeError, ValueError, TypeError) as exc:  # TypeError: compiled Record's field types
         raise StorageError(f"corrupt record {key[:32]!r} in the store: {exc}") from None
 
 

@@ -245,7 +245,7 @@ def _init_schema(conn: sqlite3.Connection) -> list[Namespace]:
 def _row_record(key: bytes, stamp: bytes, value: bytes | None) -> Record:
     try:
         return Record(key, value, Stamp.from_bytes(stamp))
-    except (DecodeError, RecordError) as exc:
+    except (DecodeError, RecordError, TypeError) as exc:  # TypeError: compiled Record's field types
         raise StorageError(f"corrupt record {key[:32]!r} in the store: {exc}") from None
 
 
