@@ -46,6 +46,18 @@ async def test_records_round_trip_including_a_one_mebibyte_value_and_a_tombstone
     assert await store.get("photos", b"missing") is None
 
 
+@pytest.mark.parametrize(("column", "bad"), [("value", "text"), ("value", 7), ("stamp", b"\x00" * 5), ("stamp", "s")])
+async def test_a_row_that_is_not_a_record_is_a_storage_error_naming_its_key(
+        store: Store, tmp_path: Path, column: str, bad: object) -> None:
+    await store.put_many("photos", [rec(b"bad", b"v", 1), rec(b"good", b"w", 2)])
+    with sqlite3.connect(tmp_path / "node.db") as conn:  # a file damaged by something else
+        conn.execute(f"UPDATE records SET {column} = ? WHERE key = ?", (bad, b"bad"))
+    with pytest.raises(StorageError, match="corrupt record b'bad'"):
+        await store.get("photos", b"bad")
+    good = await store.get("photos", b"good")
+    assert good is not None and good.value == b"w"
+
+
 async def test_the_store_keeps_the_last_writer_and_says_which_writes_won(store: Store) -> None:
     assert await store.put_many("photos", [rec(b"k", b"new", 5)]) == [True]
     assert await store.put_many("photos", [rec(b"k", b"old", 4)]) == [False]

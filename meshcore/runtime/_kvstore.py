@@ -30,7 +30,7 @@ from ..antientropy import RangeIndex, VersionedRecord
 from ..errors import DecodeError, StorageError
 from ..kv import Record, Stamp
 
-__all__ = ["KvReader", "PeerReplica", "VersionSnapshot"]
+__all__ = ["KvReader", "PeerReplica", "VersionSnapshot", "row_record"]
 
 #: Keys placed per slice while grouping a snapshot (the trio thread yields between slices).
 _PLACE_SLICE = 2000
@@ -63,7 +63,7 @@ class KvReader:
     def read_sync(self, namespace: str, key: bytes) -> Record | None:
         row = self._conn.execute("SELECT stamp, value FROM records WHERE ns = ? AND key = ?",
                                  (namespace, key)).fetchone()
-        return None if row is None else _record(key, row[0], row[1])
+        return None if row is None else row_record(key, row[0], row[1])
 
     async def get_many(self, items: list[tuple[str, bytes]]) -> list[Record | None]:
         """The stored version of each (namespace, key), in one trip to the thread."""
@@ -71,7 +71,7 @@ class KvReader:
             out: list[Record | None] = []
             for ns, key in items:
                 row = conn.execute("SELECT stamp, value FROM records WHERE ns = ? AND key = ?", (ns, key)).fetchone()
-                out.append(None if row is None else _record(key, row[0], row[1]))
+                out.append(None if row is None else row_record(key, row[0], row[1]))
             return out
 
         result: list[Record | None] = await self._run(fn)
@@ -83,7 +83,7 @@ class KvReader:
             rows = conn.execute(
                 "SELECT key, stamp, value FROM records WHERE ns = ? AND key >= ? AND substr(key, 1, ?) = ? "
                 "ORDER BY key LIMIT ?", (namespace, prefix, len(prefix), prefix, limit)).fetchall()
-            return [_record(k, s, v) for k, s, v in rows]
+            return [row_record(k, s, v) for k, s, v in rows]
 
         result: list[Record] = await self._run(fn)
         return result
@@ -100,7 +100,7 @@ class KvReader:
     async def tombstones(self) -> list[tuple[str, Record]]:
         """Every tombstone held (to resume tracking them for purge after a restart)."""
         def fn(conn: sqlite3.Connection) -> list[tuple[str, Record]]:
-            return [(ns, _record(k, s, None)) for ns, k, s in conn.execute(
+            return [(ns, row_record(k, s, None)) for ns, k, s in conn.execute(
                 "SELECT ns, key, stamp FROM records WHERE value IS NULL ORDER BY ns, key")]
 
         result: list[tuple[str, Record]] = await self._run(fn)
@@ -118,7 +118,9 @@ class KvReader:
         return result
 
 
-def _record(key: bytes, stamp: bytes, value: bytes | None) -> Record:
+def row_record(key: bytes, stamp: bytes, value: bytes | None) -> Record:
+    """A row of the records table (or of hints) as a `Record`; a row that is not one (a file
+    damaged or written by something else) is a `StorageError` naming its key."""
     try:
         return Record(key, value, Stamp.from_bytes(stamp))
     except (DecodeError, ValueError, TypeError) as exc:  # TypeError: compiled Record's field types

@@ -75,6 +75,7 @@ from ..kv import Namespace, Record, Stamp, TombstoneAck, decode_namespace, encod
 from ..kv import as_key as _as_key
 from . import _wal_syncer
 from ._fastio import acquire
+from ._kvstore import row_record
 from ._recordcache import RecordCache
 
 log = logging.getLogger("meshcore.runtime")
@@ -240,13 +241,6 @@ def _init_schema(conn: sqlite3.Connection) -> list[Namespace]:
         except DecodeError as exc:
             raise StorageError(f"namespace {name!r} in the store is corrupt: {exc}") from None
     return spaces
-
-
-def _row_record(key: bytes, stamp: bytes, value: bytes | None) -> Record:
-    try:
-        return Record(key, value, Stamp.from_bytes(stamp))
-    except (DecodeError, RecordError, TypeError) as exc:  # TypeError: compiled Record's field types
-        raise StorageError(f"corrupt record {key[:32]!r} in the store: {exc}") from None
 
 
 class _Writer:
@@ -864,7 +858,7 @@ class Store:
         def fn(conn: sqlite3.Connection) -> Record | None:
             row = conn.execute("SELECT key, stamp, value FROM records WHERE ns = ? AND key = ?",
                                (namespace, k)).fetchone()
-            return None if row is None else _row_record(*row)
+            return None if row is None else row_record(*row)
 
         result: Record | None = await self._read(fn)
         return result
@@ -919,7 +913,7 @@ class Store:
             rows = conn.execute(
                 "SELECT id, ns, key, stamp, value FROM hints WHERE target = ? ORDER BY id LIMIT ?",
                 (target, limit)).fetchall()
-            return [Hint(i, target, ns, _row_record(k, s, v)) for i, ns, k, s, v in rows]
+            return [Hint(i, target, ns, row_record(k, s, v)) for i, ns, k, s, v in rows]
 
         result: list[Hint] = await self._read(fn)
         return result
