@@ -8,8 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshcore._types import node_id_from_public_key
-from meshcore.errors import DecodeError
-from meshcore.security import Authority, SigningKey
+from meshcore.errors import DecodeError, MeshError
+from meshcore.kv import decode_namespace
+from meshcore.security import (
+    Authority,
+    HandshakeError,
+    SigningKey,
+    decode_certificate,
+    decode_revocation,
+)
 from meshcore.wire import (
     ALIVE_CERT_BYTES_MAX,
     DATAGRAM_PAYLOAD_BYTES_MAX,
@@ -30,6 +37,7 @@ from meshcore.wire import (
     alive_signing_bytes,
     decode,
     encode,
+    loads_strict,
     update_size,
 )
 
@@ -151,6 +159,59 @@ def test_cbor_tags_are_refused() -> None:
         decode(tagged)
 
 
+def _tag_head(tag: int) -> bytes:
+    # the CBOR head of a tag without its content (major type 6)
+    for width, info in ((1, 24), (2, 25), (4, 26), (8, 27)):
+        if tag < 24:
+            return bytes([0xC0 | tag])
+        if tag < 1 << (8 * width):
+            return bytes([0xC0 | info]) + tag.to_bytes(width, "big")
+    raise ValueError(tag)
+
+
+def test_every_tag_is_refused_including_the_ones_cbor2_decodes_itself() -> None:
+    # dates (0, 1), bignums (2, 3), decimals (4, 5), shared references (28, 29), regexes,
+    # UUIDs, sets (258), IP addresses, self-describe (55799): none may come off the network.
+    tags = [*range(65536), 1 << 16, 1 << 31, (1 << 32) + 1, (1 << 64) - 1]
+    for content in (b"\x00", b"\x41\x00", b"\x61a", b"\x80", b"\xa0", b"\x1b" + b"\xff" * 8):
+        accepted = []
+        for tag in tags:
+            try:
+                loads_strict(_tag_head(tag) + content, bytes_max=64)
+            except DecodeError as exc:
+                assert f"tag {tag} " in str(exc), (tag, str(exc))
+            else:
+                accepted.append(tag)
+        assert accepted == [], (content, accepted[:20])
+
+
+def test_a_bignum_and_a_self_referencing_list_are_refused() -> None:
+    assert cbor2.loads(cbor2.dumps(2**70)) == 2**70  # what plain cbor2 would hand us
+    with pytest.raises(DecodeError, match="tag 2 "):
+        loads_strict(cbor2.dumps(2**70), bytes_max=64)
+    cycle = bytes.fromhex("d81c81d81d00")  # shareable([sharedref(0)]): a list holding itself
+    loop = cbor2.loads(cycle)
+    assert loop[0] is loop
+    with pytest.raises(DecodeError, match="tag 2[89] "):
+        loads_strict(cycle, bytes_max=64)
+    with pytest.raises(DecodeError, match="tag 2[89] "):
+        decode(b"\x84" + cbor2.dumps(WIRE_VERSION) + b"\x03\x01" + cycle)  # [v, 3, 1, cycle]
+
+
+@pytest.mark.parametrize("data, why", [
+    (bytes.fromhex("a2 6161 01 6161 02"), "Duplicate map key"),
+    (bytes.fromhex("a2 4161 01 4161 02"), "Duplicate map key"),
+    (cbor2.dumps({1: 2}), "text string or byte string, not int"),
+    (cbor2.dumps({(1, 2): 3}), "text string or byte string, not tuple"),
+    (cbor2.dumps({2.5: 3}), "text string or byte string, not float"),
+    (b"\x81" * 40 + b"\x00", "depth"),
+])
+def test_maps_with_repeated_or_non_string_keys_and_deep_nesting_are_refused(data: bytes, why: str) -> None:
+    with pytest.raises(DecodeError, match=why):
+        loads_strict(data, bytes_max=1024)
+    assert loads_strict(cbor2.dumps({"a": 1, b"b": [[[2]]]}), bytes_max=1024) == {"a": 1, b"b": [[[2]]]}
+
+
 def test_booleans_are_not_accepted_where_numbers_belong() -> None:
     with pytest.raises(DecodeError, match="seq"):
         decode(cbor2.dumps([WIRE_VERSION, 3, True, A, []]))
@@ -213,3 +274,31 @@ def test_an_oversized_certificate_is_refused_naming_the_field() -> None:
     with pytest.raises(ValueError, match="cert"):
         Alive(node=A, incarnation=1, addr=("10.0.0.1", 7946), meta=META,
               cert=b"c" * (ALIVE_CERT_BYTES_MAX + 1))
+
+
+def _hello_decoder(data: bytes) -> object:
+    from meshcore.runtime._kv import decode_hello
+    return decode_hello(data, 1024)
+
+
+@pytest.mark.parametrize("decoder", [
+    decode, decode_namespace, decode_certificate, decode_revocation, _hello_decoder,
+])
+@pytest.mark.parametrize("inner", [
+    bytes.fromhex("d81c81d81d00"), cbor2.dumps(2**70), bytes.fromhex("d9d9f7 41 00"),
+    bytes.fromhex("a2 6161 01 6161 02"),
+])
+def test_every_decoder_of_untrusted_bytes_parses_strictly(decoder: object, inner: bytes) -> None:
+    # in a [1, "kv", <inner>, node id] frame (a well-formed hello around it) and in [inner]
+    for data in (b"\x84\x01" + cbor2.dumps("kv") + inner + cbor2.dumps(b"n" * 16), b"\x81" + inner):
+        with pytest.raises(MeshError, match=r"tag (2|28|29|55799) not allowed|Duplicate map key"):
+            decoder(data)  # type: ignore[operator]
+
+
+def test_a_handshake_identity_payload_is_parsed_strictly() -> None:
+    from meshcore.security._handshake import _decode_payload
+    assert _decode_payload(cbor2.dumps([b"cert", b"sig"])) == (b"cert", b"sig")
+    self_described = bytes.fromhex("82 d9d9f7 44") + b"cert" + cbor2.dumps(b"sig")
+    assert cbor2.loads(self_described) == [b"cert", b"sig"]  # plain cbor2 drops the tag
+    with pytest.raises(HandshakeError, match="malformed identity payload"):
+        _decode_payload(self_described)

@@ -11,14 +11,13 @@ decoding raises only `DecodeError`.
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
-from typing import Any
 
 import cbor2
 
 from ..errors import DecodeError, NamespaceError
+from ..wire import loads_strict
 
 __all__ = [
     "NAME_CHARS_MAX",
@@ -96,24 +95,11 @@ def encode_namespace(ns: Namespace) -> bytes:
     return cbor2.dumps([_FORMAT_VERSION, ns.name, ns.replicas, list(ns.regions)])
 
 
-def _reject_tag(*_args: Any) -> Any:
-    raise DecodeError("CBOR tags are not allowed in a namespace spec")
-
-
 def decode_namespace(data: bytes) -> Namespace:
     """Decode `encode_namespace` output; any other input raises `DecodeError`."""
     if type(data) is not bytes or len(data) > NAMESPACE_BYTES_MAX:
         raise DecodeError(f"a namespace spec is bytes of at most {NAMESPACE_BYTES_MAX}")
-    try:
-        fp = io.BytesIO(data)
-        top = cbor2.CBORDecoder(fp, tag_hook=_reject_tag).decode()
-        trailing = len(data) - fp.tell()
-    except DecodeError:
-        raise
-    except Exception as exc:  # cbor2 raises several types on garbage
-        raise DecodeError(f"malformed namespace spec: {exc.__class__.__name__}"[:200]) from None
-    if trailing:
-        raise DecodeError(f"{trailing} trailing bytes after the namespace spec")
+    top = loads_strict(data, bytes_max=NAMESPACE_BYTES_MAX, what="namespace spec")
     if type(top) is not list or len(top) != 4 or top[0] != _FORMAT_VERSION or type(top[0]) is not int:
         raise DecodeError("not a version-1 namespace spec [1, name, replicas, regions]")
     _, name, replicas, regions = top

@@ -107,6 +107,7 @@ from ..kv import (
     merge,
 )
 from ..kv._messages import Repair
+from ..wire import loads_strict
 from ._antientropy import AntiEntropyConfig, AntiEntropyDriver
 from ._kvconfig import KvServiceConfig
 from ._kvstore import KvReader, PeerReplica, VersionSnapshot
@@ -134,12 +135,7 @@ def encode_hello(kind: str, node: bytes, body: Any = None) -> bytes:
 
 
 def decode_hello(data: bytes, limit: int) -> tuple[str, bytes, Any]:
-    if len(data) > limit:
-        raise DecodeError(f"hello of {len(data)} bytes (limit {limit})")
-    try:
-        v = cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises several types on garbage
-        raise DecodeError(f"hello is not CBOR: {exc}") from None
+    v = loads_strict(data, bytes_max=limit, what="hello")
     if (not isinstance(v, list) or len(v) != 4 or v[0] != _HELLO_VERSION or v[1] not in _KINDS
             or type(v[2]) is not bytes or len(v[2]) != 16):
         raise DecodeError("malformed hello")
@@ -889,9 +885,9 @@ class KvService:
             finally:
                 await _close_quietly(link)
         try:
-            return cbor2.loads(reply)
-        except Exception:
-            raise DecodeError("bad rpc reply") from None
+            return loads_strict(reply, bytes_max=len(reply), what="rpc reply")
+        except DecodeError as exc:
+            raise DecodeError(f"bad rpc reply: {exc}") from None
 
     async def _scan_peer(self, node: bytes, namespace: str, prefix: bytes, limit: int) -> list[Record]:
         rows = await self._rpc(node, "scan", [namespace, prefix, limit])

@@ -11,7 +11,6 @@ Unix seconds.
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,8 @@ import blake3
 import cbor2
 
 from .._types import NODE_ID_BYTES, NodeId, node_id_from_public_key
+from ..errors import DecodeError
+from ..wire import loads_strict
 from ._errors import CertificateError
 from ._keys import SigningKey, public_to_x25519, verify_signature
 
@@ -166,25 +167,15 @@ class Revocation:
 # --- strict decoding ------------------------------------------------------------------
 
 
-def _reject_tag(decoder: Any, tag: Any) -> Any:
-    raise CertificateError("CBOR tags are not allowed", reason="cert_malformed")
-
-
 def _loads(data: bytes) -> Any:
     if type(data) is not bytes or len(data) > CERT_BYTES_MAX:
         raise CertificateError(
             f"record must be bytes of at most {CERT_BYTES_MAX}", reason="cert_malformed"
         )
-    fp = io.BytesIO(data)
     try:
-        value = cbor2.CBORDecoder(fp, tag_hook=_reject_tag).decode()
-    except CertificateError:
-        raise
-    except Exception as exc:  # cbor2 raises several types on garbage
-        raise CertificateError(f"not CBOR: {exc}", reason="cert_malformed") from None
-    if fp.tell() != len(data):
-        raise CertificateError("trailing bytes after the record", reason="cert_malformed")
-    return value
+        return loads_strict(data, bytes_max=CERT_BYTES_MAX, what="record")
+    except DecodeError as exc:
+        raise CertificateError(f"not a strict CBOR record: {exc}", reason="cert_malformed") from None
 
 
 def _split_signed(data: bytes, tag: bytes, arity: int) -> tuple[list[Any], bytes, bytes]:

@@ -14,7 +14,6 @@ binding are verified once per distinct (certificate, static key, signature), bou
 
 from __future__ import annotations
 
-import io
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,8 @@ from typing import Any
 import cbor2
 
 from .._types import NodeId
+from ..errors import DecodeError
+from ..wire import loads_strict
 from ._cert import CERT_BYTES_MAX, Certificate
 from ._counters import DropLog
 from ._errors import HandshakeError
@@ -128,24 +129,18 @@ def _decode_payload(payload: bytes) -> tuple[bytes, bytes]:
     bad = HandshakeError("malformed identity payload", reason="handshake_malformed")
     if len(payload) > _PAYLOAD_BYTES_MAX:
         raise bad
-    fp = io.BytesIO(payload)
     try:
-        value: Any = cbor2.CBORDecoder(fp, tag_hook=_no_tags).decode()
-    except Exception:
+        value: Any = loads_strict(payload, bytes_max=_PAYLOAD_BYTES_MAX, what="identity payload")
+    except DecodeError:
         raise bad from None
     if (
-        fp.tell() != len(payload)
-        or type(value) is not list
+        type(value) is not list
         or len(value) != 2
         or type(value[0]) is not bytes
         or type(value[1]) is not bytes
     ):
         raise bad
     return value[0], value[1]
-
-
-def _no_tags(decoder: Any, tag: Any) -> Any:
-    raise ValueError("tag")
 
 
 @dataclass(frozen=True, slots=True)
